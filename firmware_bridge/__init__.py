@@ -1,0 +1,1 @@
+"""Serial flasher (host) and device agent; torch-free by design."""

@@ -1,0 +1,1 @@
+"""CUDA kernels (Top-K memory attention, sparse delta), numpy references, loaders."""

@@ -1,0 +1,1 @@
+"""On-device adaptation: ZFDA sparse deltas and SLF split learning."""

@@ -1,0 +1,52 @@
+"""``semedge`` command line: a thin dispatcher over :mod:`sdk.commands`.
+
+Each module in ``COMMANDS`` exposes ``register(subparsers)`` and keeps its heavy
+imports inside the handler, so ``semedge --help`` is instant and ``semedge agent``
+never imports torch. Every :class:`~sdk.errors.SemedgeError` becomes one line on
+stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from sdk import __version__
+from sdk.errors import SemedgeError
+
+COMMANDS = [
+    "sdk.commands.models",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semedge",
+        description="Train, adapt, export, build and flash semantic-communication transceivers.",
+    )
+    parser.add_argument("--version", action="version", version=f"semedge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SemedgeError as exc:
+        print(f"semedge {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"semedge {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

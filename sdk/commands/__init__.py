@@ -1,0 +1,1 @@
+"""One module per ``semedge`` subcommand (argument parsing and printing only)."""

@@ -1,0 +1,1 @@
+"""Offline datasets (real data shipped by pip packages) and domain shifts."""
