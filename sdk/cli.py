@@ -1,23 +1,26 @@
 """``semedge`` command line: a thin dispatcher over :mod:`sdk.commands`.
 
-Each module in ``COMMANDS`` exposes ``register(subparsers)`` and keeps its heavy
-imports inside the handler, so ``semedge --help`` is instant and ``semedge agent``
-never imports torch. Every :class:`~sdk.errors.SemedgeError` becomes one line on
-stderr and a non-zero exit, never a traceback.
+Every module in :mod:`sdk.commands` is discovered automatically; each exposes
+``register(subparsers)`` and keeps its heavy imports inside the handler, so
+``semedge --help`` is instant and ``semedge agent`` never imports torch.
+Every :class:`~sdk.errors.SemedgeError` becomes one line on stderr and a
+non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
-from sdk import __version__
+from sdk import __version__, commands
 from sdk.errors import SemedgeError
 
-COMMANDS = [
-    "sdk.commands.models",
-]
+
+def command_modules() -> list[str]:
+    """Names of the subcommand modules, in alphabetical order."""
+    return sorted(f"sdk.commands.{m.name}" for m in pkgutil.iter_modules(commands.__path__))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"semedge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in command_modules():
         importlib.import_module(name).register(sub)
     return parser
 
