@@ -1,0 +1,303 @@
+"""ZFDA: train sparse additive modifications (SAM) of a frozen model for one domain.
+
+For every adapted weight ``W0`` (frozen) there are trainable scores ``S`` and values
+``V``; the forward pass uses ``W0 + m * V`` with ``m = top-k(S)`` (a binary mask of the
+``k`` highest scores). The mask is not differentiable, so the straight-through
+estimator passes ``dL/dm = dL/dW * V`` to ``S`` unchanged; ``V`` gets ``m * dL/dW``.
+The result is a :class:`sdk.delta.Delta` holding ``V`` at the mask positions, which
+:class:`sdk.delta.TorchDeltas` switches on and off with bit-exact restoration.
+
+Choices where the seed (arXiv 2411.19385) is vague, all parameters of :class:`ZFDAConfig`:
+
+* Adapted layers: the ``weight`` of every Conv*/ConvTranspose*/Linear module on the
+  chosen ``side`` (biases and norms stay frozen).
+* Layer budget ``k_l`` proportional to ``d_in + d_out``, where ``d_out`` is the output
+  channel/feature count and ``d_in = weight.numel() / d_out`` (the fan-in of one output:
+  ``c_in/groups * kernel area`` for convolutions); it sums exactly to ``round(γ·P)``
+  (``P`` = adapted weights), is capped by the layer size, and capped layers' leftovers
+  are redistributed proportionally (largest-remainder rounding).
+* Scores start at ``|dL/dW0|`` averaged over a few in-domain batches (``score_init="grad"``:
+  with ``V = 0`` the straight-through gradient of ``S`` is zero, so a random start would
+  keep a random mask); ``"random"`` is the alternative. Scores use plain SGD with
+  ``lr_scores`` (paper: 1), values Adam with ``lr_values`` (paper: 1e-4).
+* The effective weights are passed with :func:`torch.func.functional_call`, so the
+  model itself is never modified during training.
+* Values are stored as float16 by default (``value_dtype``); the fp16 rounding error
+  is reported in ``docs/zfda.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from sdk.delta import Delta, DeltaEntry
+from sdk.errors import SemedgeError
+from sdk.fingerprint import model_fingerprint
+from sdk.train import DEFAULT_WEIGHTS, task_loss
+
+SIDES = ("encoder", "decoder", "both")
+SPARSITY_RANGE = (1e-4, 0.1)
+ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+ADAPTABLE_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+class ZFDAError(SemedgeError):
+    """An invalid ZFDA setting (sparsity, side) or a model with nothing to adapt."""
+
+
+@dataclass
+class ZFDAConfig:
+    """SAM training settings; defaults follow the paper where it gives them."""
+
+    sparsity: float = 0.01
+    side: str = "decoder"
+    epochs: int = 30
+    lr_scores: float = 1.0
+    lr_values: float = 1e-4
+    batch_size: int = 64
+    snr_db: tuple[float, float] = (0.0, 20.0)
+    score_init: str = "grad"
+    score_init_batches: int = 8
+    value_dtype: str = "float16"
+    seed: int = 0
+    loss_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    progress: bool = True
+
+    def validate(self) -> None:
+        lo, hi = SPARSITY_RANGE
+        if not lo <= self.sparsity <= hi:
+            raise ZFDAError(
+                f"sparsity {self.sparsity:g} is outside [{lo:g}, {hi:g}] "
+                "(0.01 % to 10 % of the adapted weights); e.g. --sparsity 0.01"
+            )
+        if self.side not in SIDES:
+            raise ZFDAError(f"side {self.side!r} must be one of {', '.join(SIDES)}")
+        if self.score_init not in ("grad", "random"):
+            raise ZFDAError(f"score_init {self.score_init!r} must be 'grad' or 'random'")
+        if self.value_dtype not in ("float16", "float32"):
+            raise ZFDAError(f"value_dtype {self.value_dtype!r} must be float16 or float32")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ZFDAError("epochs and batch_size must be at least 1")
+
+
+def adaptable_weights(model: nn.Module, side: str) -> dict[str, tuple[int, int]]:
+    """Full parameter name -> ``(d_in, d_out)`` of every adapted weight on ``side``.
+
+    A model without ``sides()`` (not a :class:`~sdk.models.base.Transceiver`) is adapted whole.
+    """
+    if side not in SIDES:
+        raise ZFDAError(f"side {side!r} must be one of {', '.join(SIDES)}")
+    sides_of = getattr(model, "sides", None)
+    sides: dict[str, nn.Module] = (
+        sides_of() if callable(sides_of) else {"encoder": model, "decoder": model}
+    )
+    chosen = [sides[s] for s in ("encoder", "decoder") if side in (s, "both")]
+    roots = {id(m) for m in chosen}
+    prefixes = [name for name, m in model.named_modules() if id(m) in roots]
+    dims: dict[str, tuple[int, int]] = {}
+    for name, module in model.named_modules():
+        if not any(name == p or name.startswith(p + ".") or p == "" for p in prefixes):
+            continue
+        if isinstance(module, ADAPTABLE):
+            d_out = module.out_features if isinstance(module, nn.Linear) else module.out_channels
+        elif isinstance(module, ADAPTABLE_TRANSPOSED):
+            d_out = module.out_channels
+        else:
+            continue
+        dims[f"{name}.weight" if name else "weight"] = (module.weight.numel() // d_out, d_out)
+    if not dims:
+        raise ZFDAError(f"the {side} side of {type(model).__name__} has no Conv/Linear weights")
+    return dims
+
+
+def allocate_budget(
+    sizes: Mapping[str, int], weights: Mapping[str, float], sparsity: float
+) -> dict[str, int]:
+    """Split ``round(sparsity * sum(sizes))`` over layers ∝ ``weights``, capped by ``sizes``.
+
+    Layers whose proportional share exceeds their size are filled completely and their
+    leftover is shared among the others; integer rounding is by largest remainder, so
+    the result sums exactly to the total.
+    """
+    total = min(round(sparsity * sum(sizes.values())), sum(sizes.values()))
+    budget: dict[str, int] = {}
+    free = dict(weights)
+    remaining = total
+    while True:
+        norm = sum(free.values())
+        capped = [n for n, w in free.items() if norm and remaining * w / norm >= sizes[n]]
+        if not capped:
+            break
+        for n in capped:
+            budget[n] = sizes[n]
+            remaining -= sizes[n]
+            del free[n]
+    norm = sum(free.values())
+    shares = {n: remaining * w / norm if norm else 0.0 for n, w in free.items()}
+    for n, s in shares.items():
+        budget[n] = math.floor(s)
+    leftover = remaining - sum(budget[n] for n in free)
+    for n in sorted(free, key=lambda n: shares[n] - budget[n], reverse=True)[:leftover]:
+        budget[n] += 1
+    return {n: budget[n] for n in sizes}
+
+
+class _SAM(nn.Module):
+    """Scores and values for each adapted weight, and the masked effective weights."""
+
+    def __init__(self, model: nn.Module, budget: Mapping[str, int]) -> None:
+        super().__init__()
+        params = dict(model.named_parameters())
+        self.names = [n for n, k in budget.items() if k > 0]
+        self.k = dict(budget)
+        self.base = {n: params[n].detach() for n in self.names}
+        self.scores = nn.ParameterList(
+            [nn.Parameter(torch.zeros(params[n].numel())) for n in self.names]
+        )
+        self.values = nn.ParameterList(
+            [nn.Parameter(torch.zeros(params[n].numel())) for n in self.names]
+        )
+
+    def masks(self) -> list[torch.Tensor]:
+        """Binary top-k masks with a straight-through gradient to the scores."""
+        out = []
+        for name, s in zip(self.names, self.scores, strict=True):
+            hard = torch.zeros_like(s)
+            hard[torch.topk(s.detach(), self.k[name], sorted=False).indices] = 1.0
+            out.append(hard + (s - s.detach()))
+        return out
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {
+            n: self.base[n] + (m * v).view_as(self.base[n])
+            for n, m, v in zip(self.names, self.masks(), self.values, strict=True)
+        }
+
+
+def _batches(dataset: Dataset, config: ZFDAConfig) -> DataLoader:
+    generator = torch.Generator().manual_seed(config.seed)
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
+
+
+def _loss(
+    model: nn.Module,
+    weights: dict[str, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    config: ZFDAConfig,
+) -> torch.Tensor:
+    x = batch["image"]
+    lo, hi = config.snr_db
+    snr = lo + (hi - lo) * torch.rand(x.shape[0])
+    outputs = torch.func.functional_call(model, weights, (x, snr))
+    return task_loss(outputs, batch, config.loss_weights)
+
+
+def _init_scores(sam: _SAM, model: nn.Module, loader: DataLoader, config: ZFDAConfig) -> None:
+    if config.score_init == "random":
+        for s in sam.scores:
+            nn.init.uniform_(s, 0.0, 1.0)
+        return
+    base = {n: sam.base[n].clone().requires_grad_(True) for n in sam.names}
+    grads = [torch.zeros_like(s) for s in sam.scores]
+    for i, batch in enumerate(loader):
+        if i == config.score_init_batches:
+            break
+        loss = _loss(model, dict(base), batch, config)
+        for g, d in zip(
+            grads, torch.autograd.grad(loss, [base[n] for n in sam.names]), strict=True
+        ):
+            g += d.abs().flatten()
+    with torch.no_grad():
+        for s, g in zip(sam.scores, grads, strict=True):
+            s.copy_(g / max(1, config.score_init_batches))
+
+
+def adapt_zfda(
+    model: nn.Module,
+    train_set: Dataset,
+    domain: str,
+    config: ZFDAConfig | None = None,
+    history: list[dict[str, float]] | None = None,
+) -> Delta:
+    """Train SAM on ``train_set`` (images already in ``domain``) and return the delta.
+
+    ``model`` is left bit-identical (it is only read through ``functional_call``). If
+    ``history`` is given, one row per epoch (mean loss, mask changes) is appended to it.
+    """
+    config = config or ZFDAConfig()
+    config.validate()
+    fingerprint = model_fingerprint(model)
+    dims = adaptable_weights(model, config.side)
+    params = dict(model.named_parameters())
+    sizes = {n: params[n].numel() for n in dims}
+    budget = allocate_budget(sizes, {n: float(sum(d)) for n, d in dims.items()}, config.sparsity)
+    torch.manual_seed(config.seed)
+    was_training = model.training
+    flags = {n: p.requires_grad for n, p in params.items()}
+    model.eval()
+    for p in params.values():
+        p.requires_grad_(False)
+    try:
+        sam = _SAM(model, budget)
+        loader = _batches(train_set, config)
+        _init_scores(sam, model, loader, config)
+        opt_s = torch.optim.SGD(sam.scores.parameters(), lr=config.lr_scores)
+        opt_v = torch.optim.Adam(sam.values.parameters(), lr=config.lr_values)
+        previous = [m.detach().clone() for m in sam.masks()]
+        bar = tqdm(range(config.epochs), desc=f"zfda {domain}", disable=not config.progress)
+        for epoch in bar:
+            total, seen = 0.0, 0
+            for batch in loader:
+                loss = _loss(model, sam.weights(), batch, config)
+                opt_s.zero_grad(set_to_none=True)
+                opt_v.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_s.step()
+                opt_v.step()
+                total += float(loss.detach()) * batch["image"].shape[0]
+                seen += batch["image"].shape[0]
+            masks = [m.detach() for m in sam.masks()]
+            changed = sum(int((a != b).sum()) // 2 for a, b in zip(masks, previous, strict=True))
+            previous = masks
+            bar.set_postfix(loss=f"{total / seen:.5f}", mask_moves=changed)
+            if history is not None:
+                history.append({"epoch": epoch + 1, "loss": total / seen, "mask_moves": changed})
+        delta = _to_delta(sam, params, domain, fingerprint, config)
+    finally:
+        for n, p in params.items():
+            p.requires_grad_(flags[n])
+        model.train(was_training)
+    return delta
+
+
+def _to_delta(
+    sam: _SAM,
+    params: Mapping[str, nn.Parameter],
+    domain: str,
+    fingerprint: str,
+    config: ZFDAConfig,
+) -> Delta:
+    entries = {}
+    with torch.no_grad():
+        for name, s, v in zip(sam.names, sam.scores, sam.values, strict=True):
+            idx = torch.topk(s, sam.k[name], sorted=False).indices.sort().values
+            entries[name] = DeltaEntry(
+                idx.numpy().astype(np.int64),
+                v[idx].numpy().astype(config.value_dtype),
+                tuple(params[name].shape),
+            )
+    extra = {
+        "side": config.side,
+        "epochs": str(config.epochs),
+        "lr_scores": repr(config.lr_scores),
+        "lr_values": repr(config.lr_values),
+    }
+    return Delta(domain, fingerprint, config.sparsity, entries, extra=extra)
