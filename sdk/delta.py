@@ -301,7 +301,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, str] | None, dict[str, np.n
     from safetensors import safe_open
 
     if not path.is_file():
-        raise DeltaFileError(f"{path}: no such delta file; create one with: semedge adapt zfda")
+        raise DeltaFileError("no such delta file; create one with: semedge adapt zfda")
     try:
         with safe_open(str(path), framework="np") as f:
             metadata = f.metadata()
@@ -311,7 +311,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, str] | None, dict[str, np.n
             raise
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise DeltaFileError(
-            f"{path}: not a readable safetensors file ({reason}); it is truncated or corrupt"
+            f"not a readable safetensors file ({reason}); it is truncated or corrupt"
         ) from None
     return metadata, tensors
 
