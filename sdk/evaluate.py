@@ -1,0 +1,263 @@
+"""Metrics over an SNR sweep: PSNR/SSIM (recon), accuracy (logits), IoU (mask_logits).
+
+* :func:`psnr` is computed per image (``10 log10(range^2 / MSE)``) and averaged over
+  images, as DeepJSCC papers report it; an MSE of 0 counts as ``1e-10`` (100 dB).
+* :func:`ssim` is the Wang et al. (2004) SSIM with an 11x11 Gaussian window
+  (sigma 1.5), ``K1 = 0.01``, ``K2 = 0.03``, computed per channel over the valid
+  region (no padding) and averaged over channels, then images. For images smaller
+  than 11 pixels the window shrinks to the largest odd size that fits.
+* IoU thresholds mask logits at 0 (probability 0.5) and is averaged over images; an
+  image whose prediction and target are both empty counts as IoU 1.
+
+Reference transmitters for comparison (:class:`MeanColour`, :class:`Uncoded`) behave
+like a model (``m(x, snr_db) -> {"recon": ...}``) so the same :func:`evaluate` runs them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from sdk.data import DataError, ImageDataset
+from sdk.data.shifts import GEOMETRIC, apply_shift
+from sdk.models.channels import AWGN, check_snr, normalize_power
+
+MIN_MSE = 1e-10
+METRICS = ("psnr", "ssim", "accuracy", "iou")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, reduce: bool = True):
+    """PSNR in dB of ``a`` vs ``b`` (``[B, ...]``), per image, mean over images if ``reduce``."""
+    mse = (a.float() - b.float()).pow(2).flatten(1).mean(dim=1).clamp_min(MIN_MSE)
+    values = 10 * torch.log10(data_range**2 / mse)
+    return values.mean() if reduce else values
+
+
+def _gaussian_window(size: int, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return torch.outer(g, g)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, reduce: bool = True):
+    """Gaussian-window SSIM of ``a`` vs ``b`` (``[B, C, H, W]``); see the module docstring."""
+    _, c, h, w = a.shape
+    size = min(11, h, w)
+    size -= 1 - size % 2
+    window = _gaussian_window(size).to(torch.float64).expand(c, 1, size, size)
+    x, y = a.double(), b.double()
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, window, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    values = (num / den).flatten(1).mean(dim=1).float()
+    return values.mean() if reduce else values
+
+
+def iou(mask_logits: torch.Tensor, masks: torch.Tensor, reduce: bool = True):
+    """Intersection over union of ``mask_logits > 0`` and ``masks > 0.5``, per image."""
+    pred, target = (mask_logits > 0).flatten(1), (masks > 0.5).flatten(1)
+    inter = (pred & target).sum(dim=1).float()
+    union = (pred | target).sum(dim=1).float()
+    values = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    return values.mean() if reduce else values
+
+
+def check_compatible(model: nn.Module, dataset: ImageDataset) -> None:
+    """One-line :class:`~sdk.data.DataError` if ``dataset`` images do not fit ``model``."""
+    expected = tuple(getattr(model, "input_shape", dataset.image_shape))
+    if expected != dataset.image_shape:
+        raise DataError(
+            f"{type(model).__name__} expects {'x'.join(map(str, expected))} images but "
+            f"{dataset.name} has {'x'.join(map(str, dataset.image_shape))}; "
+            "evaluate on the dataset it was trained on"
+        )
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: ImageDataset,
+    snrs_db: Sequence[float],
+    batch_size: int = 256,
+    seed: int = 0,
+    domain: str | None = None,
+    strength: float | None = None,
+    label: str | None = None,
+) -> list[dict[str, Any]]:
+    """One row per SNR: ``{"model", "snr_db", "psnr", "ssim", "accuracy", "iou"}``.
+
+    Only metrics whose output the model produces appear. Channel noise is seeded per
+    SNR point (``seed``) so a table is reproducible, without touching the global RNG.
+    With ``domain`` the images (and, for geometric domains, masks) are shifted first.
+    """
+    for snr in snrs_db:
+        check_snr(float(snr))
+    dataset = _shifted(dataset, domain, strength) if domain else dataset
+    name = label or type(model).__name__
+    model.eval()
+    rows = []
+    for snr in snrs_db:
+        sums: dict[str, float] = {}
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(seed)
+            for batch in DataLoader(dataset, batch_size=batch_size):
+                for k, v in _batch_metrics(model(batch["image"], float(snr)), batch).items():
+                    sums[k] = sums.get(k, 0.0) + v
+        n = len(dataset)
+        row: dict[str, Any] = {"model": name, "snr_db": float(snr)}
+        row.update({k: sums[k] / n for k in METRICS if k in sums})
+        if domain:
+            row["domain"] = domain
+        rows.append(row)
+    return rows
+
+
+def _batch_metrics(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]):
+    """Metric sums (not means) over one batch."""
+    sums = {}
+    if "recon" in outputs:
+        sums["psnr"] = float(psnr(outputs["recon"], batch["image"], reduce=False).sum())
+        sums["ssim"] = float(ssim(outputs["recon"], batch["image"], reduce=False).sum())
+    if "logits" in outputs and "label" in batch:
+        sums["accuracy"] = float((outputs["logits"].argmax(dim=1) == batch["label"]).sum())
+    if "mask_logits" in outputs and "mask" in batch:
+        sums["iou"] = float(iou(outputs["mask_logits"], batch["mask"], reduce=False).sum())
+    return sums
+
+
+def _shifted(dataset: ImageDataset, domain: str, strength: float | None) -> ImageDataset:
+    images = apply_shift(dataset.images, domain, strength)
+    masks = dataset.masks
+    if masks is not None and domain in GEOMETRIC:
+        masks = (apply_shift(masks, domain, strength) > 0.5).float()
+    return ImageDataset(f"{dataset.name}@{domain}", images, dataset.labels, masks)
+
+
+# --- reference transmitters --------------------------------------------------------
+
+
+class MeanColour(nn.Module):
+    """Trivial baseline: every pixel reconstructed as the image's mean colour.
+
+    Assumes the 3 means arrive noise-free (an upper bound for any 3-number scheme).
+    """
+
+    def forward(self, x: torch.Tensor, snr_db: float | torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"recon": x.mean(dim=(2, 3), keepdim=True).expand_as(x)}
+
+
+class Uncoded(nn.Module):
+    """Analog uncoded transmission at the same bandwidth: no learning, no coding.
+
+    The image is area-downsampled to the largest ``s x s`` whose ``C s^2`` values fit in
+    the ``2k`` real channel dimensions, centred at 0.5, power-normalised per image
+    (the gain is assumed known at the receiver), sent over AWGN, de-normalised,
+    bilinearly upsampled and clipped to ``[0, 1]``.
+    """
+
+    def __init__(self, channel_uses: int) -> None:
+        super().__init__()
+        self.channel_uses = channel_uses
+        self.awgn = AWGN()
+
+    def forward(self, x: torch.Tensor, snr_db: float | torch.Tensor) -> dict[str, torch.Tensor]:
+        b, c, h, w = x.shape
+        side = min(h, math.isqrt(2 * self.channel_uses // c))
+        small = F.adaptive_avg_pool2d(x, side) - 0.5
+        flat = small.flatten(1)
+        if flat.shape[1] % 2:
+            flat = F.pad(flat, (0, 1))
+        sent = normalize_power(flat)
+        gain = flat.norm(dim=1, keepdim=True) / sent.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        received = (self.awgn(sent, snr_db) * gain)[:, : c * side * side]
+        recon = F.interpolate(
+            received.reshape(b, c, side, side) + 0.5, (h, w), mode="bilinear", align_corners=False
+        )
+        return {"recon": recon.clamp(0, 1)}
+
+
+# --- presentation ------------------------------------------------------------------
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows as an aligned text table (model, SNR, then the metrics present)."""
+    if not rows:
+        return "(no results)"
+    metrics = [m for m in METRICS if any(m in r for r in rows)]
+    show_domain = any("domain" in r for r in rows)
+    width = max(len("model"), *(len(str(r["model"])) for r in rows))
+    head = [f"{'model':<{width}s}", "SNR dB"] + (["domain"] if show_domain else [])
+    head += [_HEADERS[m] for m in metrics]
+    lines = ["  ".join(f"{h:>8s}" if i else h for i, h in enumerate(head))]
+    for r in rows:
+        cells = [f"{r['model']:<{width}s}", f"{r['snr_db']:>8.1f}"]
+        if show_domain:
+            cells.append(f"{r.get('domain', 'clean'):>8s}")
+        cells += [_format_metric(m, r.get(m)) for m in metrics]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+_HEADERS = {"psnr": "PSNR dB", "ssim": "SSIM", "accuracy": "acc %", "iou": "IoU"}
+_AXIS_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "accuracy": "accuracy", "iou": "IoU"}
+
+
+def _format_metric(name: str, value: float | None) -> str:
+    if value is None:
+        return f"{'-':>8s}"
+    if name == "psnr":
+        return f"{value:>8.2f}"
+    if name == "accuracy":
+        return f"{100 * value:>8.1f}"
+    return f"{value:>8.4f}"
+
+
+def plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
+    """Each metric vs SNR (one panel per metric, one line per model) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    metrics = [m for m in METRICS if any(m in r for r in rows)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
+    series: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        key = r["model"] + (f" ({r['domain']})" if r.get("domain") else "")
+        series.setdefault(key, []).append(r)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for key, points in series.items():
+            pts = sorted((p["snr_db"], p[metric]) for p in points if metric in p)
+            if len(pts) == 1:
+                ax.axhline(
+                    pts[0][1], linestyle="--", linewidth=1, label=f"{key} @ {pts[0][0]:g} dB"
+                )
+            elif pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=key)
+        ax.set_xlabel("channel SNR (dB)")
+        ax.set_ylabel(_AXIS_LABELS[metric])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

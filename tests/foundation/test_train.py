@@ -1,0 +1,121 @@
+"""Training: real data, loss goes down, resume is exact, checkpoints load bit-exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sdk.checkpoint import load_checkpoint
+from sdk.data import load_dataset
+from sdk.evaluate import evaluate
+from sdk.models import DeepJSCC
+from sdk.train import (
+    CHECKPOINT_DIR,
+    TrainConfig,
+    TrainError,
+    build_for_data,
+    task_loss,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train")
+
+
+def _tiny(dataset, **kw):
+    torch.manual_seed(0)
+    return build_for_data("DeepJSCC", {"hidden": 8, **kw}, dataset)
+
+
+def test_short_training_on_real_patches_beats_untrained(tmp_path):
+    train_set = load_dataset("patches", "train")
+    train_set = train_set.subset(range(0, len(train_set), 6)[:2000])
+    test_set = load_dataset("patches", "val").subset(range(256))
+    torch.manual_seed(0)
+    model = DeepJSCC(hidden=16)
+    before = evaluate(model, test_set, [10.0])[0]["psnr"]
+    config = TrainConfig(epochs=3, batch_size=32, lr=2e-3, progress=False)
+    history = train(model, train_set, config, tmp_path, val_set=test_set)
+    after = evaluate(model, test_set, [10.0])[0]["psnr"]
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    assert after > before + 5.0, (before, after)
+    loaded = load_checkpoint(tmp_path / CHECKPOINT_DIR)
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path, digits):
+    config = TrainConfig(epochs=2, batch_size=64, progress=False)
+    straight = _tiny(digits)
+    full = train(straight, digits, config, tmp_path / "straight")
+
+    resumed = _tiny(digits)
+    train(resumed, digits, TrainConfig(epochs=1, batch_size=64, progress=False), tmp_path / "r")
+    fresh = _tiny(digits)  # a new process would start from scratch weights like these
+    history = train(fresh, digits, config, tmp_path / "r", resume=True)
+    assert history == full
+    for (name, a), (_, b) in zip(
+        straight.state_dict().items(), fresh.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_output_folder_is_never_overwritten_by_accident(tmp_path, digits):
+    config = TrainConfig(epochs=1, batch_size=256, progress=False)
+    train(_tiny(digits), digits, config, tmp_path)
+    before = (tmp_path / "train_state.pt").read_bytes()
+    with pytest.raises(TrainError, match="--resume"):
+        train(_tiny(digits), digits, config, tmp_path, resume=False)
+    other = TrainConfig(epochs=1, batch_size=256, lr=5e-4, progress=False)
+    with pytest.raises(TrainError, match="different model or config"):
+        train(_tiny(digits), digits, other, tmp_path)
+    with pytest.raises(TrainError, match="different model or config"):
+        train(_tiny(digits, hidden=4), digits, config, tmp_path)
+    assert (tmp_path / "train_state.pt").read_bytes() == before
+
+
+def test_bad_configs_are_one_line_errors(digits):
+    from sdk.errors import ChannelError
+
+    with pytest.raises(ChannelError, match="outside"):
+        TrainConfig(snr_db=(0.0, 100.0)).validate()
+    with pytest.raises(TrainError, match="reversed"):
+        TrainConfig(snr_db=(20.0, 0.0)).validate()
+    with pytest.raises(TrainError, match="unknown loss weight"):
+        TrainConfig(loss_weights={"recon": 1.0, "depth": 1.0}).validate()
+
+
+def test_multitask_losses_and_weights(digits):
+    model = _tiny(digits)  # digits has labels, so a classifier head is added
+    assert model.config["num_classes"] == 10 and model.config["image_size"] == 16
+    batch = {"image": digits.images[:8], "label": digits.labels[:8], "mask": digits.masks[:8]}
+    outputs = model(batch["image"], 10.0)
+    mse = torch.nn.functional.mse_loss(outputs["recon"], batch["image"])
+    ce = torch.nn.functional.cross_entropy(outputs["logits"], batch["label"])
+    total = task_loss(outputs, batch, {"recon": 2.0, "logits": 0.5})
+    assert float(total) == pytest.approx(float(2 * mse + 0.5 * ce), rel=1e-6)
+    history = train(model, digits, TrainConfig(epochs=1, batch_size=256, progress=False))
+    assert {"loss", "recon", "logits"} <= set(history[0])
+
+
+class _WithAux(DeepJSCC):
+    """A DeepJSCC that reports a regulariser the way a VQ model reports its commitment loss."""
+
+    def forward(self, x, snr_db=10.0):
+        out = super().forward(x, snr_db)
+        self.aux_loss = 0.1 * out["recon"].mean()
+        return out
+
+
+def test_aux_loss_of_the_model_is_trained_and_weighted(digits):
+    torch.manual_seed(0)
+    model = _WithAux(in_channels=1, image_size=16, hidden=8)
+    config = TrainConfig(epochs=1, batch_size=256, progress=False)
+    history = train(model, digits, config)
+    assert history[0]["aux"] > 0
+    assert history[0]["loss"] == pytest.approx(history[0]["recon"] + history[0]["aux"], rel=1e-4)
