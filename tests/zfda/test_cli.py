@@ -1,0 +1,85 @@
+"""``semedge adapt zfda`` and ``semedge delta inspect``: real runs and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sdk.checkpoint import save_checkpoint
+from sdk.cli import main
+from sdk.delta import load_delta
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    from sdk.models import DeepJSCC
+
+    torch.manual_seed(0)
+    model = DeepJSCC(in_channels=1, image_size=28, bandwidth_ratio=1 / 6, hidden=8)
+    return save_checkpoint(model, tmp_path / "ckpt")
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_adapt_then_inspect(checkpoint, tmp_path, capsys):
+    out = tmp_path / "rot.delta.safetensors"
+    argv = ["adapt", "zfda", str(checkpoint), "--domain", "rotation", "--data", "mnist"]
+    argv += ["--limit", "64", "--epochs", "1", "--batch-size", "32", "--out", str(out)]
+    assert main(argv) == 0
+    assert "rotation" in capsys.readouterr().out
+    delta = load_delta(out)
+    assert delta.domain == "rotation" and delta.nnz > 0
+    assert main(["delta", "inspect", str(out), "--json", "--against", str(checkpoint)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["compatible_with"] == str(checkpoint)
+    assert info["bytes"] == out.stat().st_size and info["nnz"] == delta.nnz
+    assert all(name.startswith("receiver.") for name in info["layers"])
+    assert main(["delta", "inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "index encoding gap8" in text and "receiver.to_image.weight" in text
+
+
+def test_wrong_base_is_one_line(checkpoint, tmp_path, capsys):
+    from sdk.models import DeepJSCC
+
+    out = tmp_path / "rot.delta.safetensors"
+    argv = ["adapt", "zfda", str(checkpoint), "--domain", "rotation", "--data", "mnist"]
+    assert main([*argv, "--limit", "32", "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    torch.manual_seed(1)
+    other = save_checkpoint(
+        DeepJSCC(in_channels=1, image_size=28, bandwidth_ratio=1 / 6, hidden=8), tmp_path / "o"
+    )
+    err = one_line_error(capsys, ["delta", "inspect", str(out), "--against", str(other)])
+    assert "was made for base" in err and "semedge adapt zfda" in err
+
+
+def test_bad_settings_are_one_line(checkpoint, tmp_path, capsys):
+    base = ["adapt", "zfda", str(checkpoint), "--data", "mnist", "--out", str(tmp_path / "x")]
+    assert "sparsity" in one_line_error(
+        capsys, [*base, "--domain", "rotation", "--sparsity", "0.5"]
+    )
+    assert "unknown domain" in one_line_error(capsys, [*base, "--domain", "fog"])
+    assert not (tmp_path / "x").exists()
+
+
+def test_corrupt_delta_exits_nonzero_without_traceback(tmp_path):
+    bad = tmp_path / "bad.delta.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header")
+    result = subprocess.run(
+        [sys.executable, "-m", "sdk.cli", "delta", "inspect", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "truncated or corrupt" in result.stderr
