@@ -199,15 +199,17 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
         return "(no results)"
     metrics = [m for m in METRICS if any(m in r for r in rows)]
+    domains = [str(r.get("domain", "clean")) for r in rows]
     show_domain = any("domain" in r for r in rows)
     width = max(len("model"), *(len(str(r["model"])) for r in rows))
-    head = [f"{'model':<{width}s}", "SNR dB"] + (["domain"] if show_domain else [])
-    head += [_HEADERS[m] for m in metrics]
-    lines = ["  ".join(f"{h:>8s}" if i else h for i, h in enumerate(head))]
-    for r in rows:
+    dwidth = max(len("domain"), *map(len, domains))
+    head = [f"{'model':<{width}s}", f"{'SNR dB':>8s}"]
+    head += [f"{'domain':>{dwidth}s}"] if show_domain else []
+    head += [f"{_HEADERS[m]:>8s}" for m in metrics]
+    lines = ["  ".join(head)]
+    for r, domain in zip(rows, domains, strict=True):
         cells = [f"{r['model']:<{width}s}", f"{r['snr_db']:>8.1f}"]
-        if show_domain:
-            cells.append(f"{r.get('domain', 'clean'):>8s}")
+        cells += [f"{domain:>{dwidth}s}"] if show_domain else []
         cells += [_format_metric(m, r.get(m)) for m in metrics]
         lines.append("  ".join(cells))
     return "\n".join(lines)

@@ -318,7 +318,7 @@ def _device(rank: int) -> torch.device:
 def _mean_across_ranks(values: dict[str, float], world: int) -> dict[str, float]:
     if world == 1:
         return values
-    keys = sorted(values)
+    keys = list(values)  # same order on every rank: the same code produced it
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
     torch.distributed.all_reduce(t)
     return {k: float(v) / world for k, v in zip(keys, t, strict=True)}

@@ -4,9 +4,10 @@ Each domain is one fixed, deterministic transform applied to every image of a ba
 (a "domain" is a camera that is tilted, or has a colour cast, not per-image noise):
 
 * ``rotation``: rotate by ``strength`` degrees (counter-clockwise) about the image
-  centre; pixels that come from outside are reflected back in (no black corners).
+  centre; pixels that come from outside the frame are black (fill 0, as torchvision
+  does), so the corners carry new, sharp edges the clean data never had.
 * ``perspective``: a homography that moves each image corner by up to ``strength``
-  times the half-width, in directions drawn from ``seed``; reflection padding.
+  times the half-width, in directions drawn from ``seed``; fill 0 outside the frame.
 * ``contrast``: ``m + (1 + strength) (x - m)`` per image, ``m`` the image mean over all
   pixels and channels, clipped to ``[0, 1]``; ``strength > 0`` raises contrast,
   ``-1 < strength < 0`` lowers it.
@@ -100,9 +101,7 @@ def _warp(images: torch.Tensor, homography: torch.Tensor) -> torch.Tensor:
     points = torch.cat([grid, torch.ones(h, w, 1, dtype=torch.float64)], dim=-1) @ homography.T
     source = (points[..., :2] / points[..., 2:]).to(images.dtype)
     source = source[None].expand(b, h, w, 2)
-    return F.grid_sample(
-        images, source, mode="bilinear", padding_mode="reflection", align_corners=False
-    )
+    return F.grid_sample(images, source, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _hue(images: torch.Tensor, degrees: float) -> torch.Tensor:
