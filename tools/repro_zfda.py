@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -117,7 +118,7 @@ def main() -> None:
         )
         return adapt_zfda(base, shifted(domain), domain, config)
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     deltas: list[tuple[str, Delta]] = []
     for domain in DOMAINS:
         t0 = time.time()

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--strength", type=float, help="domain shift strength (default per domain)")
     p.add_argument("--seed", type=int, default=0, help="channel-noise seed")
+    p.add_argument(
+        "--delta", metavar="FILE", help="activate this ZFDA delta (semedge adapt zfda) first"
+    )
     p.add_argument("--plot", metavar="PNG", help="also plot the metrics vs SNR to this file")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead")
     p.set_defaults(func=run)
@@ -31,7 +34,13 @@ def load_model(args: argparse.Namespace) -> Any:
     """The model to evaluate (the one place to change what ``eval`` runs)."""
     from sdk.checkpoint import load_checkpoint
 
-    return load_checkpoint(args.checkpoint)
+    model = load_checkpoint(args.checkpoint)
+    if args.delta:
+        from sdk.delta import TorchDeltas
+
+        deltas = TorchDeltas(model)
+        deltas.activate(deltas.load(args.delta))
+    return model
 
 
 def run(args: argparse.Namespace) -> int:

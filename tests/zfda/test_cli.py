@@ -46,6 +46,12 @@ def test_adapt_then_inspect(checkpoint, tmp_path, capsys):
     assert main(["delta", "inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "index encoding gap8" in text and "receiver.to_image.weight" in text
+    psnr = {}
+    for extra in ([], ["--delta", str(out)]):
+        evaluate = ["eval", str(checkpoint), "--data", "mnist", "--snr", "10", "--json"]
+        assert main([*evaluate, "--domain", "rotation", *extra]) == 0
+        psnr[bool(extra)] = json.loads(capsys.readouterr().out)[0]["psnr"]
+    assert psnr[True] != psnr[False]  # the delta was applied
 
 
 def test_wrong_base_is_one_line(checkpoint, tmp_path, capsys):
@@ -61,6 +67,8 @@ def test_wrong_base_is_one_line(checkpoint, tmp_path, capsys):
     )
     err = one_line_error(capsys, ["delta", "inspect", str(out), "--against", str(other)])
     assert "was made for base" in err and "semedge adapt zfda" in err
+    err = one_line_error(capsys, ["eval", str(other), "--data", "mnist", "--delta", str(out)])
+    assert "was made for base" in err
 
 
 def test_bad_settings_are_one_line(checkpoint, tmp_path, capsys):
