@@ -24,7 +24,7 @@ class Preset:
     train_patches: int | None  # None = all
 
 
-FULL = Preset(epochs=10, hidden=32, train_patches=None)
+FULL = Preset(epochs=6, hidden=32, train_patches=None)
 FAST = Preset(epochs=1, hidden=16, train_patches=2000)
 
 
@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--fast", action="store_true", help="1 epoch on 2,000 patches, tiny model (a smoke test)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: all, or 1 if the CPU is busy)"
+    )
     p.set_defaults(func=run)
 
 
@@ -52,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from sdk.data import load_dataset
     from sdk.evaluate import MeanColour, Uncoded, evaluate, format_table, plot
     from sdk.models import DeepJSCC
-    from sdk.train import TrainConfig, history_table, train
+    from sdk.train import TrainConfig, default_threads, history_table, train
 
     start = time.perf_counter()
+    torch.set_num_threads(args.threads or default_threads())
     preset = FAST if args.fast else FULL
     out = Path(args.out or ("runs/quickstart-fast" if args.fast else "runs/quickstart"))
     train_set = load_dataset("patches", "train")

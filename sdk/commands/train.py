@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: all, or 1 if the CPU is busy)"
+    )
+    p.add_argument(
         "--arg",
         action="append",
         default=[],
@@ -46,7 +49,14 @@ def run(args: argparse.Namespace) -> int:
 
     from sdk.data import load_dataset
     from sdk.options import parse_pairs, parse_snrs
-    from sdk.train import TrainConfig, TrainError, build_for_data, history_table, train
+    from sdk.train import (
+        TrainConfig,
+        TrainError,
+        build_for_data,
+        default_threads,
+        history_table,
+        train,
+    )
 
     lo_hi = parse_snrs(args.snr)
     if len(lo_hi) != 2:
@@ -61,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         loss_weights={**TrainConfig().loss_weights, **weights},
     )
     config.validate()
+    torch.set_num_threads(args.threads or default_threads())
     train_set, val_set = load_dataset(args.data, "train"), load_dataset(args.data, "val")
     torch.manual_seed(args.seed)
     model = build_for_data(args.model, parse_pairs(args.arg, "--arg"), train_set)
