@@ -242,15 +242,16 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = N
     for r in rows:
         key = r["model"] + (f" ({r['domain']})" if r.get("domain") else "")
         series.setdefault(key, []).append(r)
+    colours = [f"C{i}" for i in range(10)]  # the default colour cycle
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for key, points in series.items():
+        for i, (key, points) in enumerate(series.items()):
             pts = sorted((p["snr_db"], p[metric]) for p in points if metric in p)
+            colour = colours[i % len(colours)]
             if len(pts) == 1:
-                ax.axhline(
-                    pts[0][1], linestyle="--", linewidth=1, label=f"{key} @ {pts[0][0]:g} dB"
-                )
+                at = f"{key} @ {pts[0][0]:g} dB"
+                ax.axhline(pts[0][1], linestyle="--", linewidth=1, color=colour, label=at)
             elif pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=key)
+                ax.plot(*zip(*pts, strict=True), marker="o", color=colour, label=key)
         ax.set_xlabel("channel SNR (dB)")
         ax.set_ylabel(_AXIS_LABELS[metric])
         ax.grid(alpha=0.3)

@@ -164,8 +164,8 @@ def default_threads() -> int:
     """CPU threads for a training command: torch's default when idle, 1 when busy.
 
     Torch's OpenMP workers spin-wait; on the shared 2-core build machine, with other
-    jobs already filling the cores, a 2-thread DeepJSCC step measured ~11x slower than
-    a 1-thread step (2.7 s vs 0.24 s per batch of 64). "Busy" = 1-minute load average
+    jobs already filling the cores, a 2-thread DeepJSCC step measured 5-11x slower than
+    a 1-thread step (``tools/bench_train_threads.py``). "Busy" = 1-minute load average
     at least the core count.
     """
     cores = os.cpu_count() or 1
