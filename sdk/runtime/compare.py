@@ -1,0 +1,114 @@
+"""Run the same inputs through several backends and measure how far their outputs differ.
+
+Like ``polygraphy run --onnxrt --trt``: the first backend is the reference; for every
+other backend and every output the maximum absolute and relative error are reported,
+and a row passes when ``|out - ref| <= atol + rtol * |ref|`` holds element-wise
+(numpy ``allclose``). Inputs: a random batch and a batch of real images from
+:mod:`sdk.data` (for a receiver: the symbols the reference transmitter makes of them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sdk import artifact
+from sdk.runtime.base import RunnerError
+from sdk.runtime.runtime import Runtime, _is_checkpoint
+
+
+@dataclass
+class Row:
+    """One backend/output/input-kind comparison against the reference backend."""
+
+    backend: str
+    inputs: str
+    output: str
+    max_abs: float
+    max_rel: float
+    passed: bool
+
+
+def _runtimes(source: Path, backends: list[str]) -> dict[str, Runtime]:
+    """Load ``source`` on each backend; an artifact's torch reference is its source checkpoint."""
+    part, checkpoint = "chain", source if _is_checkpoint(source) else None
+    if checkpoint is None and source.suffix != ".onnx":
+        model = artifact.read_manifest(source)["model"]
+        part = model["part"]
+        candidate = Path(model.get("source") or "")
+        checkpoint = candidate if _is_checkpoint(candidate) else None
+    loaded = {}
+    for backend in backends:
+        if backend == "torch" and checkpoint is None:
+            raise RunnerError(
+                f"the torch reference needs the checkpoint {source} was built from; "
+                "pass the checkpoint directory instead"
+            )
+        target = checkpoint if backend == "torch" or (checkpoint == source) else source
+        loaded[backend] = Runtime.load(target, backend=backend, part=part)  # type: ignore[arg-type]
+    return loaded
+
+
+def _feeds(
+    reference: Runtime, batch: int, data: str | None, seed: int
+) -> dict[str, dict[str, np.ndarray]]:
+    from calibration.qdq import calibration_images
+
+    (spec,) = reference.inputs
+    shape = (batch, *spec["shape"][1:])
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    if spec["name"] == "image":
+        feeds["random"] = rng.random(shape, dtype=np.float32)
+        feeds["real"] = calibration_images(tuple(shape[1:]), data, batch)
+    else:  # receiver: unit-power symbols, and what the reference transmitter makes of images
+        z = rng.standard_normal(shape).astype(np.float32)
+        feeds["random"] = z / np.sqrt((z**2).sum(1, keepdims=True) / (shape[1] // 2))
+    return {kind: {spec["name"]: x} for kind, x in feeds.items()}
+
+
+def compare_backends(
+    source: str | Path,
+    backends: list[str],
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    batch: int = 4,
+    data: str | None = None,
+    seed: int = 0,
+) -> list[Row]:
+    """Rows for every non-reference backend x input kind x output (see module docstring)."""
+    if len(backends) < 2:
+        raise RunnerError("give at least two backends to compare, e.g. torch,onnxrt")
+    runtimes = _runtimes(Path(source), backends)
+    try:
+        ref_name, *others = backends
+        ref = runtimes[ref_name]
+        rows = []
+        for kind, feed in _feeds(ref, batch, data, seed).items():
+            expected = ref.infer(feed)
+            for name in others:
+                got = runtimes[name].infer(feed)
+                for out, want in expected.items():
+                    diff = np.abs(got[out].astype(np.float64) - want)
+                    rel = diff / np.maximum(np.abs(want), 1e-12)
+                    ok = bool(np.all(diff <= atol + rtol * np.abs(want)))
+                    rows.append(Row(name, kind, out, float(diff.max()), float(rel.max()), ok))
+        return rows
+    finally:
+        for rt in runtimes.values():
+            rt.close()
+
+
+def format_rows(rows: list[Row], reference: str) -> str:
+    """A fixed-width pass/fail table."""
+    lines = [f"{'backend':10s} {'inputs':7s} {'output':12s} {'max abs':>10s} {'max rel':>10s}  "]
+    lines[0] += f"vs {reference}"
+    for r in rows:
+        verdict = "PASS" if r.passed else "FAIL"
+        lines.append(
+            f"{r.backend:10s} {r.inputs:7s} {r.output:12s} {r.max_abs:10.3e} {r.max_rel:10.3e}  "
+            f"{verdict}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,190 @@
+"""ONNX Runtime backend (CPU execution provider; CUDA EP where installed).
+
+Delta switching has three modes, picked by :func:`choose_delta_mode`:
+
+* ``inputs`` — the model exposes its delta targets as graph inputs (``semedge export
+  --delta-targets``). Their buffers are numpy arrays bound once as OrtValues through
+  IOBinding (zero copy), so a switch is the :class:`~sdk.delta.DeltaCore` scatter and
+  nothing else. Exact by construction: inputs are read on every run.
+* ``rebuild`` — constant weights. The initializers are held as numpy arrays; after a
+  switch the changed ones are written into the in-memory model and the session is
+  built again. Full optimisation, slow switch (one session build).
+* ``shared`` — the initializers are handed to ONNX Runtime as shared buffers
+  (``SessionOptions.add_initializer``) and patched in place, never rebuilt. This is
+  only exact if no optimiser or pre-packing copies a weight, so graph optimisations
+  and pre-packing are turned off. Opt-in only.
+
+The rule: ``inputs`` when the model has weight inputs, else ``rebuild``. Numbers for
+each mode are in ``docs/benchmarks.md`` (``tools/bench_runtime.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sdk.errors import missing
+from sdk.runtime.base import BaseRunner, RunnerError, TensorSpec
+
+if TYPE_CHECKING:
+    from sdk.delta import DeltaCore
+
+DELTA_MODES = ("inputs", "rebuild", "shared")
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise missing("onnxruntime", "the onnxrt backend", "pip install onnxruntime") from None
+    return onnxruntime
+
+
+def choose_delta_mode(weight_inputs: list[str], requested: str | None = None) -> str:
+    """``requested`` if valid, else ``inputs`` for models with weight inputs, else ``rebuild``."""
+    if requested is None:
+        return "inputs" if weight_inputs else "rebuild"
+    if requested not in DELTA_MODES:
+        raise RunnerError(f"unknown delta mode {requested!r}; choose one of {DELTA_MODES}")
+    if requested == "inputs" and not weight_inputs:
+        raise RunnerError(
+            "delta mode 'inputs' needs weights exported as graph inputs; re-export with: "
+            "semedge export CKPT --delta-targets decoder --out model.onnx"
+        )
+    return requested
+
+
+class OnnxrtRunner(BaseRunner):
+    """Run an ONNX file with ONNX Runtime; optional delta switching (module docstring)."""
+
+    backend = "onnxrt"
+
+    def __init__(
+        self,
+        path: str | Path,
+        fingerprint: str | None = None,
+        delta_mode: str | None = None,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self.requested_mode = delta_mode
+        self.providers = providers
+        self.threads = threads
+        self._mode: str | None = None
+        self._proto: Any = None
+        self._weights: dict[str, np.ndarray] = {}
+        self._ortvalues: dict[str, Any] = {}
+        self._core: DeltaCore | None = None
+        self._written: set[str] = set()
+
+    def _session(self, model: str | bytes) -> Any:
+        ort = _ort()
+        so = ort.SessionOptions()
+        so.log_severity_level = 4  # weight-input warnings are expected; errors are raised
+        if self.threads:
+            so.intra_op_num_threads = self.threads
+        if self._mode == "shared":
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            so.add_session_config_entry("session.disable_prepacking", "1")
+            for name, value in self._ortvalues.items():
+                so.add_initializer(name, value)
+        providers = self.providers or [
+            p
+            for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+            if p in ort.get_available_providers()
+        ]
+        try:
+            return ort.InferenceSession(model, so, providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            reason = str(exc).strip().splitlines()[0][:200]
+            raise RunnerError(
+                f"ONNX Runtime cannot load {self.path} ({reason}); "
+                "re-export it with: semedge export"
+            ) from None
+
+    def activate_impl(self) -> None:
+        import onnx
+
+        from sdk.export import read_metadata, tensor_specs
+
+        proto = onnx.load(str(self.path))
+        inits = {i.name: i for i in proto.graph.initializer}
+        weight_inputs = [v.name for v in proto.graph.input if v.name in inits]
+        self._mode = choose_delta_mode(weight_inputs, self.requested_mode)
+        managed = weight_inputs if self._mode == "inputs" else list(inits)
+        self._weights = {
+            n: np.array(onnx.numpy_helper.to_array(inits[n]), copy=True, order="C") for n in managed
+        }
+        if self._mode in ("inputs", "shared"):
+            ort = _ort()
+            self._ortvalues = {
+                n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in self._weights.items()
+            }
+        data_inputs = [v for v in proto.graph.input if v.name not in inits]
+        self._inputs = [TensorSpec.from_dict(s) for s in tensor_specs(data_inputs)]
+        self._outputs = [TensorSpec.from_dict(s) for s in tensor_specs(proto.graph.output)]
+        self.fingerprint = self.fingerprint or read_metadata(proto).get("base_fingerprint")
+        self._proto = proto if self._mode == "rebuild" else None
+        self._sess = self._session(str(self.path))
+        self._bind()
+
+    def _bind(self) -> None:
+        self._binding = self._sess.io_binding()
+        if self._mode == "inputs":
+            for name, value in self._ortvalues.items():
+                self._binding.bind_ortvalue_input(name, value)
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, arr in feed.items():
+            self._binding.bind_cpu_input(name, arr)
+        for spec in self._outputs:
+            self._binding.bind_output(spec.name)
+        try:
+            self._sess.run_with_iobinding(self._binding)
+        except Exception as exc:  # onnxruntime raises untyped errors
+            reason = str(exc).strip().splitlines()[0][:300]
+            raise RunnerError(f"ONNX Runtime failed running {self.path.name}: {reason}") from None
+        outs = self._binding.copy_outputs_to_cpu()
+        return {spec.name: out for spec, out in zip(self._outputs, outs, strict=True)}
+
+    def deactivate_impl(self) -> None:
+        self._binding = self._sess = self._proto = self._core = None
+        self._ortvalues, self._weights = {}, {}
+
+    # -- deltas
+    @property
+    def delta_mode(self) -> str | None:
+        return self._mode
+
+    def delta_core(self) -> DeltaCore:
+        from sdk.delta import DeltaCore
+
+        self._require_active()
+        if not self.fingerprint:
+            raise RunnerError(
+                f"{self.path} carries no base fingerprint; re-export it with: semedge export"
+            )
+        if self._core is None:
+            self._core = DeltaCore(self._weights, self.fingerprint)
+        return self._core
+
+    def weights_changed(self) -> None:
+        """``rebuild``: write the changed initializers into the model and rebuild the session."""
+        if self._mode != "rebuild":
+            return
+        import onnx
+
+        active = self._core.active_delta if self._core else None
+        changed = set(active.delta.entries) if active else set()
+        for init in self._proto.graph.initializer:
+            if init.name in changed | self._written:
+                init.CopyFrom(onnx.numpy_helper.from_array(self._weights[init.name], init.name))
+        self._written = changed
+        self._sess = self._session(self._proto.SerializeToString())
+        self._bind()

@@ -1,0 +1,319 @@
+"""``sdk.Runtime``: the one entry point an edge application uses.
+
+``Runtime.load(source)`` accepts an artifact (directory or ``.tar``; verified against
+its manifest and checked against this device), a bare ``.onnx`` file, or a
+checkpoint directory (torch reference; ``backend="onnxrt"`` exports it first). Then
+``infer(dict or array)`` runs it, ``activate_delta(path)`` / ``deactivate_delta()``
+switch domains (base weights restored bit-exactly), and ``info()`` says what is loaded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sdk import artifact
+from sdk.artifact import ArtifactError, ArtifactIncompatibleError
+from sdk.runtime.base import BaseRunner, InputError, RunnerError
+
+if TYPE_CHECKING:
+    from sdk.delta import Delta, PreparedDelta
+
+BACKENDS = ("torch", "onnxrt", "trt")
+PAYLOAD = {"onnxrt": "model.onnx", "trt": "model.plan"}
+
+
+class DeltaTargetError(RunnerError):
+    """A delta touching weights this artifact cannot switch."""
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+class Runtime:
+    """A loaded model on one backend; see the module docstring."""
+
+    def __init__(
+        self,
+        runner: BaseRunner,
+        manifest: dict[str, Any] | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        self.runner = runner
+        self.manifest = manifest
+        self._prepared: dict[str, PreparedDelta] = {}
+        self.last_switch_ms: float | None = None
+        self._cleanup = weakref.finalize(
+            self, shutil.rmtree, str(workdir) if workdir else "", ignore_errors=True
+        )
+        if workdir is None:
+            self._cleanup.detach()
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        source: str | Path,
+        backend: str | None = None,
+        part: str = "chain",
+        delta_mode: str | None = None,
+        delta_targets: str | None = None,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+    ) -> Runtime:
+        """Load an artifact, an ``.onnx`` file or a checkpoint (see the module docstring).
+
+        ``backend`` defaults to the artifact's (``torch`` for a checkpoint, ``onnxrt`` for
+        an ``.onnx``); ``part``/``delta_targets`` apply when exporting a checkpoint;
+        ``delta_mode`` overrides the ONNX Runtime switching rule (``sdk.runtime.onnxrt``).
+        """
+        if backend is not None and backend not in BACKENDS:
+            raise RunnerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        path = Path(source)
+        if _is_checkpoint(path):
+            return cls._from_checkpoint(
+                path, backend or "torch", part, delta_mode, delta_targets, threads, providers
+            )
+        if path.suffix == ".onnx" and path.is_file():
+            if backend not in (None, "onnxrt"):
+                raise RunnerError(
+                    f"{path} is an ONNX file; for {backend} build an artifact first: "
+                    f"semedge build {path} --backend {backend} --out DIR"
+                )
+            return cls._start(cls._onnxrt(path, None, delta_mode, threads, providers))
+        return cls._from_artifact(path, backend, delta_mode, threads, providers)
+
+    @classmethod
+    def _start(
+        cls, runner: BaseRunner, manifest: dict[str, Any] | None = None, workdir: Path | None = None
+    ) -> Runtime:
+        try:
+            runner.activate()
+        except BaseException:
+            if workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        return cls(runner, manifest, workdir)
+
+    @staticmethod
+    def _onnxrt(
+        path: Path,
+        fingerprint: str | None,
+        delta_mode: str | None,
+        threads: int | None,
+        providers: list[str] | None,
+    ) -> BaseRunner:
+        from sdk.runtime.onnxrt import OnnxrtRunner
+
+        return OnnxrtRunner(path, fingerprint, delta_mode, providers, threads)
+
+    @classmethod
+    def _from_checkpoint(
+        cls,
+        path: Path,
+        backend: str,
+        part: str,
+        delta_mode: str | None,
+        delta_targets: str | None,
+        threads: int | None,
+        providers: list[str] | None,
+    ) -> Runtime:
+        if backend == "torch":
+            from sdk.runtime.pytorch import TorchRunner
+
+            return cls._start(TorchRunner(path, part))
+        if backend == "trt":
+            raise RunnerError(
+                f"TensorRT runs built plans; build one first: semedge build {path} "
+                "--backend trt --out DIR"
+            )
+        from sdk.checkpoint import load_checkpoint
+        from sdk.export import export_onnx
+
+        workdir = Path(tempfile.mkdtemp(prefix="semedge-runtime-"))
+        try:
+            model = load_checkpoint(path)
+            onnx_path = export_onnx(
+                model,  # type: ignore[arg-type]  # checkpoints hold Transceivers
+                workdir / "model.onnx",
+                part,
+                delta_targets=delta_targets,
+            )
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        return cls._start(
+            cls._onnxrt(onnx_path, None, delta_mode, threads, providers), None, workdir
+        )
+
+    @classmethod
+    def _from_artifact(
+        cls,
+        path: Path,
+        backend: str | None,
+        delta_mode: str | None,
+        threads: int | None,
+        providers: list[str] | None,
+    ) -> Runtime:
+        workdir = None
+        if path.is_file():
+            workdir = Path(tempfile.mkdtemp(prefix="semedge-artifact-"))
+            try:
+                artifact.extract(path, workdir)
+            except BaseException:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+            directory = workdir
+        else:
+            directory = path
+        manifest = artifact.verify_artifact(directory)
+        built = manifest["backend"]
+        if backend not in (None, built):
+            raise ArtifactIncompatibleError(
+                f"{path} is a {built} artifact, not {backend}; build one with: "
+                f"semedge build {manifest['model'].get('source') or 'CKPT'} --backend {backend}"
+                " --out DIR"
+            )
+        artifact.check_compatible(manifest, artifact.local_device_facts())
+        payload = directory / PAYLOAD[built]
+        if PAYLOAD[built] not in manifest["files"]:
+            raise ArtifactError(f"{path} lists no {PAYLOAD[built]}; rebuild it with: semedge build")
+        runner: BaseRunner
+        if built == "onnxrt":
+            runner = cls._onnxrt(
+                payload, manifest["base_fingerprint"], delta_mode, threads, providers
+            )
+        else:
+            from sdk.runtime.trt import TrtRunner
+
+            runner = TrtRunner(payload, manifest, directory)
+        rt = cls._start(runner, manifest, workdir)
+        rt._check_io(path)
+        return rt
+
+    def _check_io(self, path: Path) -> None:
+        assert self.manifest is not None
+        have = [s.name for s in self.runner.get_input_metadata()]
+        want = [s["name"] for s in self.manifest["inputs"]]
+        if have != want:
+            self.close()
+            raise ArtifactError(
+                f"{path}: the model takes inputs {have} but the manifest lists {want}; "
+                "rebuild the artifact with: semedge build"
+            )
+
+    # ------------------------------------------------------------ inference
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return [s.as_dict() for s in self.runner.get_input_metadata()]
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        return [s.as_dict() for s in self.runner.get_output_metadata()]
+
+    def infer(self, inputs: Mapping[str, Any] | np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model: a dict of named inputs, or one array for a single-input model."""
+        if not isinstance(inputs, Mapping):
+            specs = self.runner.get_input_metadata()
+            if len(specs) != 1:
+                raise InputError(
+                    f"this model takes {len(specs)} inputs; pass a dict with "
+                    f"{', '.join(s.name for s in specs)}"
+                )
+            inputs = {specs[0].name: inputs}
+        return self.runner.infer(inputs)
+
+    # ------------------------------------------------------------ deltas
+    @property
+    def delta_mode(self) -> str | None:
+        return self.runner.delta_mode
+
+    def _prepare(self, source: str | Path | Delta) -> PreparedDelta:
+        from sdk.delta import Delta, load_delta
+
+        key = None if isinstance(source, Delta) else str(Path(source).resolve())
+        if key in self._prepared:
+            return self._prepared[key]
+        delta = source if isinstance(source, Delta) else load_delta(source)
+        core = self.runner.delta_core()
+        foreign = sorted(set(delta.entries) - set(core.shapes))
+        if foreign:
+            source_name = (self.manifest or {}).get("model", {}).get("source") or "CKPT"
+            raise DeltaTargetError(
+                f"delta {delta.domain!r} changes {foreign[0]}, which this {self.runner.backend} "
+                f"model cannot switch (delta mode {self.delta_mode}); rebuild it exposing the "
+                f"delta's tensors: semedge build {source_name} --delta-targets DELTA_FILE --out DIR"
+            )
+        prepared = core.prepare(delta)
+        if key is not None:
+            self._prepared[key] = prepared
+        return prepared
+
+    def activate_delta(self, source: str | Path | Delta) -> None:
+        """Switch to the domain delta ``source`` (validated first; nothing changes on error)."""
+        prepared = self._prepare(source)
+        start = time.perf_counter()
+        core = self.runner.delta_core()
+        core.activate(prepared)
+        try:
+            self.runner.weights_changed()
+        except BaseException:
+            core.deactivate()
+            self.runner.weights_changed()
+            raise
+        self.last_switch_ms = (time.perf_counter() - start) * 1e3
+
+    def deactivate_delta(self) -> None:
+        """Back to the base weights, bit-exactly."""
+        start = time.perf_counter()
+        core = self.runner.delta_core()
+        if core.active is not None:
+            core.deactivate()
+            self.runner.weights_changed()
+        self.last_switch_ms = (time.perf_counter() - start) * 1e3
+
+    @property
+    def active_delta(self) -> str | None:
+        """Domain of the active delta, or None."""
+        if self.runner.delta_mode is None:
+            return None
+        try:
+            return self.runner.delta_core().active
+        except RunnerError:
+            return None
+
+    # ------------------------------------------------------------ info / lifetime
+    def info(self) -> dict[str, Any]:
+        """Backend, I/O, delta mode and state, and the manifest summary when loaded from one."""
+        out: dict[str, Any] = {
+            "backend": self.runner.backend,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "delta_mode": self.delta_mode,
+            "active_delta": self.active_delta,
+            "last_switch_ms": self.last_switch_ms,
+        }
+        if self.manifest is not None:
+            out["artifact"] = artifact.describe(self.manifest)
+            out["base_fingerprint"] = self.manifest["base_fingerprint"]
+            out["precision"] = self.manifest["precision"]
+            out["target"] = self.manifest.get("target")
+        return out
+
+    def close(self) -> None:
+        self.runner.deactivate()
+        self._cleanup()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
