@@ -35,6 +35,8 @@ FORMAT = "semedge.artifact"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
+REFIT_WEIGHTS = "weights.safetensors"
+"""TensorRT artifacts with delta targets: base values of the refittable weights."""
 BACKENDS = ("onnxrt", "trt")
 PRECISIONS = ("fp32", "fp16", "int8")
 PARTS = ("transmitter", "receiver", "chain")

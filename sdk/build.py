@@ -136,17 +136,14 @@ def build(
             precision = "fp32"
         target = None
         files: dict[str, str | Path | bytes] = {}
+        targets = meta["delta_targets"]
         if backend == "trt":
             plan, target = build_plan(
-                onnx_path,
-                inputs,
-                precision,
-                meta["delta_targets"],
-                plugins,
-                timing_cache,
-                max_batch,
+                onnx_path, inputs, precision, targets, plugins, timing_cache, max_batch
             )
             files["model.plan"] = plan
+            if targets:
+                files[artifact.REFIT_WEIGHTS] = _target_weights(onnx_path, targets, work)
             for lib in plugins:
                 files[Path(lib).name] = Path(lib)
         else:
@@ -181,6 +178,17 @@ def _trt() -> Any:
             "tensorrt", "building TensorRT plans", "use JetPack's python3-libnvinfer"
         ) from None
     return tensorrt
+
+
+def _target_weights(onnx_path: Path, targets: Sequence[str], work: Path) -> Path:
+    """Base values of the delta targets (a plan cannot give them back for refitting)."""
+    import onnx
+    from safetensors.numpy import save_file
+
+    inits = {i.name: i for i in onnx.load(str(onnx_path)).graph.initializer}
+    path = work / artifact.REFIT_WEIGHTS
+    save_file({n: onnx.numpy_helper.to_array(inits[n]).copy() for n in targets}, str(path))
+    return path
 
 
 def _strip_weight_inputs(onnx_path: Path, targets: Sequence[str]) -> Path:

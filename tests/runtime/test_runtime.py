@@ -146,3 +146,17 @@ def test_cli_errors_are_one_line(copy, tmp_path):
         )
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and "error:" in proc.stderr, proc.stderr
+
+
+def test_trt_runner_names_the_missing_dependency(onnx_artifact):
+    from sdk.errors import MissingDependencyError
+    from sdk.runtime.trt import TrtRunner
+
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        manifest = artifact.read_manifest(onnx_artifact)
+        with pytest.raises(MissingDependencyError, match="tensorrt is not installed"):
+            TrtRunner(onnx_artifact / "model.plan", manifest, onnx_artifact).activate()
+    else:
+        pytest.skip("TensorRT is installed here; tests/gpu covers the real runner")
