@@ -405,6 +405,13 @@ def _model_identity(model: nn.Module) -> dict[str, Any]:
     return {"class": type(model).__name__, "args": getattr(model, "config", {})}
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` itself, or ``path/checkpoint`` when ``path`` is a training output folder."""
+    path = Path(path)
+    inner = path / CHECKPOINT_DIR
+    return inner if not (path / "config.json").exists() and inner.is_dir() else path
+
+
 def history_table(history: list[dict[str, float]]) -> str:
     """The per-epoch losses as aligned text (what ``semedge train`` prints)."""
     if not history:

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print PSNR/SSIM (reconstruction), accuracy (classification) and IoU "
         "(foreground mask) per channel SNR for a checkpoint on a dataset split.",
     )
-    p.add_argument("checkpoint", help="checkpoint folder (e.g. OUT/checkpoint from semedge train)")
+    p.add_argument("checkpoint", help="checkpoint folder, or the --out folder of semedge train")
     p.add_argument("--data", default="patches", help="patches | mnist | digits")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--snr", default="-5,0,5,10,15,20", help="comma-separated SNRs in dB")
@@ -33,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_model(args: argparse.Namespace) -> Any:
     """The model to evaluate (the one place to change what ``eval`` runs)."""
     from sdk.checkpoint import load_checkpoint
+    from sdk.train import resolve_checkpoint
 
-    model = load_checkpoint(args.checkpoint)
+    model = load_checkpoint(resolve_checkpoint(args.checkpoint))
     if args.delta:
         from sdk.delta import TorchDeltas
 

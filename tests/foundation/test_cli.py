@@ -27,6 +27,8 @@ def test_train_then_eval_with_plot_and_json(trained, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "PSNR dB" in table and "acc %" in table and table.count("DeepJSCC") == 2
     assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["eval", str(trained), "--data", "digits", "--snr", "10"]) == 0  # the --out folder
+    assert "DeepJSCC" in capsys.readouterr().out
     shifted = ["eval", ck, "--data", "digits", "--snr", "10", "--domain", "rotation"]
     assert main([*shifted, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
