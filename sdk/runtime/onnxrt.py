@@ -6,20 +6,27 @@ Delta switching has three modes, picked by :func:`choose_delta_mode`:
   --delta-targets``). Their buffers are numpy arrays bound once as OrtValues through
   IOBinding (zero copy), so a switch is the :class:`~sdk.delta.DeltaCore` scatter and
   nothing else. Exact by construction: inputs are read on every run.
-* ``rebuild`` — constant weights. The initializers are held as numpy arrays; after a
-  switch the changed ones are written into the in-memory model and the session is
-  built again. Full optimisation, slow switch (one session build).
+* ``rebuild`` — constant weights. The initializers are held as numpy arrays; on the
+  first switch to a delta the changed ones are written into the in-memory model and a
+  session is built for it (one session build, ~0.1 s for 5 M weights). That session is
+  kept (up to ``max_sessions`` deltas, least recently used dropped; the base session
+  is never dropped or rebuilt), so switching back to a delta seen before is the
+  DeltaCore scatter plus a pointer swap, at constant-weight speed. The price is one
+  optimised copy of the weights per cached delta; ``Runtime.preload_delta`` builds a
+  delta's session ahead of time.
 * ``shared`` — the initializers are handed to ONNX Runtime as shared buffers
   (``SessionOptions.add_initializer``) and patched in place, never rebuilt. This is
   only exact if no optimiser or pre-packing copies a weight, so graph optimisations
   and pre-packing are turned off. Opt-in only.
 
-The rule: ``inputs`` when the model has weight inputs, else ``rebuild``. Numbers for
-each mode are in ``docs/benchmarks.md`` (``tools/bench_runtime.py``).
+The rule: ``inputs`` when the model has weight inputs (the artifact was built to
+switch without extra memory), else ``rebuild``. Numbers for each mode are in
+``docs/benchmarks.md`` (``tools/bench_runtime.py``).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +76,7 @@ class OnnxrtRunner(BaseRunner):
         providers: list[str] | None = None,
         threads: int | None = None,
         name: str | None = None,
+        max_sessions: int = 4,
     ) -> None:
         super().__init__(name)
         self.path = Path(path)
@@ -82,6 +90,8 @@ class OnnxrtRunner(BaseRunner):
         self._ortvalues: dict[str, Any] = {}
         self._core: DeltaCore | None = None
         self._written: set[str] = set()
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
 
     def _session(self, model: str | bytes) -> Any:
         ort = _ort()
@@ -131,7 +141,8 @@ class OnnxrtRunner(BaseRunner):
         self._outputs = [TensorSpec.from_dict(s) for s in tensor_specs(proto.graph.output)]
         self.fingerprint = self.fingerprint or read_metadata(proto).get("base_fingerprint")
         self._proto = proto if self._mode == "rebuild" else None
-        self._sess = self._session(str(self.path))
+        self._sess = self._base_session = self._session(str(self.path))
+        self._sessions.clear()
         self._bind()
 
     def _bind(self) -> None:
@@ -154,7 +165,8 @@ class OnnxrtRunner(BaseRunner):
         return {spec.name: out for spec, out in zip(self._outputs, outs, strict=True)}
 
     def deactivate_impl(self) -> None:
-        self._binding = self._sess = self._proto = self._core = None
+        self._binding = self._sess = self._base_session = self._proto = self._core = None
+        self._sessions.clear()
         self._ortvalues, self._weights = {}, {}
 
     # -- deltas
@@ -175,16 +187,28 @@ class OnnxrtRunner(BaseRunner):
         return self._core
 
     def weights_changed(self) -> None:
-        """``rebuild``: write the changed initializers into the model and rebuild the session."""
+        """``rebuild``: swap to the active delta's session, building it on first use."""
         if self._mode != "rebuild":
             return
+        active = self._core.active_delta if self._core else None
+        if active is None:
+            self._sess = self._base_session
+        elif id(active) in self._sessions:
+            self._sessions.move_to_end(id(active))
+            self._sess = self._sessions[id(active)][1]
+        else:
+            self._sess = self._build_patched(set(active.delta.entries))
+            self._sessions[id(active)] = (active, self._sess)  # keeps ``active`` alive: id stays
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+        self._bind()
+
+    def _build_patched(self, changed: set[str]) -> Any:
+        """A session over the current (patched) weights; only changed initializers rewritten."""
         import onnx
 
-        active = self._core.active_delta if self._core else None
-        changed = set(active.delta.entries) if active else set()
         for init in self._proto.graph.initializer:
             if init.name in changed | self._written:
                 init.CopyFrom(onnx.numpy_helper.from_array(self._weights[init.name], init.name))
         self._written = changed
-        self._sess = self._session(self._proto.SerializeToString())
-        self._bind()
+        return self._session(self._proto.SerializeToString())

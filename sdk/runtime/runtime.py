@@ -257,6 +257,25 @@ class Runtime:
             self._prepared[key] = prepared
         return prepared
 
+    def preload_delta(self, source: str | Path | Delta) -> None:
+        """Validate and prepare a delta ahead of time, so the first switch to it is fast.
+
+        In the ONNX Runtime ``rebuild`` mode this also builds the delta's session
+        (briefly activating it); the previously active delta is active again afterwards.
+        """
+        prepared = self._prepare(source)
+        if self.delta_mode != "rebuild":
+            return
+        core = self.runner.delta_core()
+        previous = core.active_delta
+        core.activate(prepared)
+        self.runner.weights_changed()
+        if previous is None:
+            core.deactivate()
+        else:
+            core.activate(previous)
+        self.runner.weights_changed()
+
     def activate_delta(self, source: str | Path | Delta) -> None:
         """Switch to the domain delta ``source`` (validated first; nothing changes on error)."""
         prepared = self._prepare(source)

@@ -93,3 +93,19 @@ def test_delta_for_another_base_changes_nothing(tmp_path, onnx_artifact, symbols
         with pytest.raises(DeltaFingerprintError):
             rt.activate_delta(foreign)
         assert np.array_equal(rt.infer(symbols)["recon"], base)
+
+
+def test_rebuild_mode_reuses_a_deltas_session(onnx_artifact, deltas, symbols):
+    with Runtime.load(onnx_artifact, delta_mode="rebuild") as rt:
+        base_session = rt.runner._sess
+        rt.preload_delta(deltas[0])
+        assert rt.runner._sess is base_session and rt.active_delta is None
+        rt.activate_delta(deltas[0])
+        first = rt.runner._sess
+        a = rt.infer(symbols)["recon"]
+        rt.activate_delta(deltas[1])
+        rt.activate_delta(deltas[0])
+        assert rt.runner._sess is first  # cached, not rebuilt
+        assert np.array_equal(rt.infer(symbols)["recon"], a)
+        rt.deactivate_delta()
+        assert rt.runner._sess is base_session
