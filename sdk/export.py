@@ -140,6 +140,7 @@ def _topk_plugin() -> Iterator[None]:
         yield
         return
     original = kem.__dict__["topk_attention"]
+    _TopKMemory.reference = staticmethod(original)
     kem.__dict__["topk_attention"] = topk_memory_node
     try:
         yield
@@ -150,10 +151,11 @@ def _topk_plugin() -> Iterator[None]:
 class _TopKMemory(torch.autograd.Function):
     """Reference forward in torch; ONNX symbolic = the ``TopKMemory`` plugin node."""
 
+    reference: Any = None  # the unpatched ``kem.topk_attention`` (set by ``_topk_plugin``)
+
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int) -> Any:
-        kem = importlib.import_module("sdk.models.kem")
-        return kem.topk_attention(q, k, v, topk)
+        return _TopKMemory.reference(q, k, v, topk)
 
     @staticmethod
     def symbolic(g: Any, q: Any, k: Any, v: Any, topk: int) -> Any:
