@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import sdk.train
 from sdk.checkpoint import load_checkpoint
 from sdk.data import load_dataset
 from sdk.evaluate import evaluate
@@ -49,14 +50,23 @@ def test_short_training_on_real_patches_beats_untrained(tmp_path):
         assert torch.equal(a, b), name
 
 
-def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path, digits):
-    config = TrainConfig(epochs=2, batch_size=64, progress=False)
+def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path, digits, monkeypatch):
+    config = TrainConfig(epochs=3, batch_size=64, progress=False)
     straight = _tiny(digits)
     full = train(straight, digits, config, tmp_path / "straight")
 
-    resumed = _tiny(digits)
-    train(resumed, digits, TrainConfig(epochs=1, batch_size=64, progress=False), tmp_path / "r")
-    fresh = _tiny(digits)  # a new process would start from scratch weights like these
+    real_save = sdk.train._save
+
+    def crash_after_epoch_two(out, model, optimizer, cfg, history):
+        real_save(out, model, optimizer, cfg, history)
+        if len(history) == 2:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C right after epoch 2
+
+    monkeypatch.setattr(sdk.train, "_save", crash_after_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny(digits), digits, config, tmp_path / "r")
+    monkeypatch.undo()
+    fresh = _tiny(digits)  # a new process starts from freshly initialised weights
     history = train(fresh, digits, config, tmp_path / "r", resume=True)
     assert history == full
     for (name, a), (_, b) in zip(
