@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from sdk.models.base import Transceiver
 
 
+def _spec(name: str, tensor: torch.Tensor) -> TensorSpec:
+    """Batch-dynamic spec of an example tensor (dtype in numpy spelling)."""
+    dtype = str(tensor.detach().numpy().dtype)
+    return TensorSpec(name, (-1, *tensor.shape[1:]), dtype)
+
+
 class TorchRunner(BaseRunner):
     """Run ``part`` of a model (or of the checkpoint directory at ``source``) in eager torch."""
 
@@ -50,12 +56,8 @@ class TorchRunner(BaseRunner):
         self._module = _Part(self.model, self.part)
         with torch.no_grad():
             produced = self._module(example[:1])
-        shape = (-1, *example.shape[1:])
-        self._inputs = [TensorSpec(inputs[0], shape, "float32")]
-        self._outputs = [
-            TensorSpec(n, (-1, *t.shape[1:]), "float32")
-            for n, t in zip(outputs, produced, strict=True)
-        ]
+        self._inputs = [_spec(inputs[0], example)]
+        self._outputs = [_spec(n, t) for n, t in zip(outputs, produced, strict=True)]
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch

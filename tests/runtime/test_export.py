@@ -87,3 +87,40 @@ def test_target_selection_errors(small):
         select_targets(model, "nothing.*", "chain")
     with pytest.raises(ExportError, match="not part of the transmitter"):
         select_targets(model, "decoder", "transmitter")
+
+
+def test_cli_export_with_delta_file_targets(tmp_path, checkpoint):
+    import subprocess
+    import sys
+
+    from sdk.checkpoint import load_checkpoint
+    from sdk.delta import Delta, DeltaEntry, save_delta
+    from sdk.fingerprint import model_fingerprint
+
+    model = load_checkpoint(checkpoint)
+    shape = tuple(model.receiver.to_image.weight.shape)
+    entry = DeltaEntry(np.array([0, 5], np.int64), np.array([0.1, -0.1], np.float32), shape)
+    delta = Delta("hue", model_fingerprint(model), 0.99, {"receiver.to_image.weight": entry})
+    path = save_delta(delta, tmp_path / "hue.delta.safetensors")
+    out = tmp_path / "rx.onnx"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sdk.cli",
+            "export",
+            str(checkpoint),
+            "--part",
+            "receiver",
+            "--delta-targets",
+            str(path),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "symbols -> outputs recon, logits" in proc.stdout
+    names = [v.name for v in onnx.load(str(out)).graph.input]
+    assert names == ["symbols", "receiver.to_image.weight"]
