@@ -111,7 +111,7 @@ def build(
     """Build an artifact directory at ``out`` from a checkpoint or ``.onnx``; returns ``out``."""
     import onnx
 
-    from sdk.export import io_specs, read_metadata
+    from sdk.onnx_io import io_specs, read_metadata
 
     source = Path(source)
     backend = resolve_backend(backend)

@@ -41,7 +41,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -49,13 +48,13 @@ from torch import nn
 from sdk.errors import SemedgeError
 from sdk.fingerprint import model_fingerprint
 from sdk.models.base import Transceiver
+from sdk.onnx_io import META_PREFIX
 
 PARTS = ("transmitter", "receiver", "chain")
 IMAGE, SYMBOLS = "image", "symbols"
 SIDES = {"encoder": "transmitter.", "decoder": "receiver."}
 PLUGIN_OP, PLUGIN_DOMAIN = "TopKMemory", "semedge"
 DEFAULT_OPSET = 17
-_META = "semedge."
 
 
 class ExportError(SemedgeError):
@@ -202,35 +201,6 @@ def _keep_weight_inputs(graph: onnx.GraphProto, targets: list[str]) -> None:
     graph.input.extend(keep)
 
 
-def tensor_specs(values: Sequence[onnx.ValueInfoProto]) -> list[dict[str, Any]]:
-    """``[{"name", "shape" (-1 = dynamic), "dtype"}]`` for ONNX value infos."""
-    specs = []
-    for v in values:
-        tt = v.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
-        specs.append({"name": v.name, "shape": shape, "dtype": dtype})
-    return specs
-
-
-def io_specs(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Data inputs (weight inputs excluded) and outputs of an exported model."""
-    weights = set(read_metadata(model).get("delta_targets", []))
-    inputs = [v for v in model.graph.input if v.name not in weights]
-    return tensor_specs(inputs), tensor_specs(model.graph.output)
-
-
-def read_metadata(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
-    """The ``semedge.*`` metadata of an exported model (JSON values decoded)."""
-    if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model), load_external_data=False)
-    out = {}
-    for prop in model.metadata_props:
-        if prop.key.startswith(_META):
-            out[prop.key[len(_META) :]] = json.loads(prop.value)
-    return out
-
-
 def export_onnx(
     model: Transceiver,
     out: str | Path,
@@ -290,7 +260,7 @@ def export_onnx(
         "source": source,
     }
     for key, value in meta.items():
-        proto.metadata_props.add(key=_META + key, value=json.dumps(value))
+        proto.metadata_props.add(key=META_PREFIX + key, value=json.dumps(value))
     proto.producer_name = "semedge"
     # full_check runs strict shape inference, which cannot know the plugin op's output
     onnx.checker.check_model(proto, full_check=not topk_plugin)

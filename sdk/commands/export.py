@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sdk.checkpoint import load_checkpoint
-    from sdk.export import export_onnx, io_specs
+    from sdk.export import export_onnx
+    from sdk.onnx_io import io_specs
 
     model = load_checkpoint(args.checkpoint)
     path = export_onnx(

@@ -121,7 +121,7 @@ class OnnxrtRunner(BaseRunner):
     def activate_impl(self) -> None:
         import onnx
 
-        from sdk.export import read_metadata, tensor_specs
+        from sdk.onnx_io import read_metadata, tensor_specs
 
         proto = onnx.load(str(self.path))
         inits = {i.name: i for i in proto.graph.initializer}

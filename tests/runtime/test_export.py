@@ -8,8 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from sdk.export import ExportError, export_onnx, io_specs, read_metadata, select_targets
+from sdk.export import ExportError, export_onnx, select_targets
 from sdk.models import available_models
+from sdk.onnx_io import io_specs, read_metadata
 
 
 def _session(path):

@@ -160,3 +160,15 @@ def test_trt_runner_names_the_missing_dependency(onnx_artifact):
             TrtRunner(onnx_artifact / "model.plan", manifest, onnx_artifact).activate()
     else:
         pytest.skip("TensorRT is installed here; tests/gpu covers the real runner")
+
+
+def test_onnx_artifacts_load_without_torch(onnx_artifact):
+    """Edge devices may have ONNX Runtime but no torch: loading must not import it."""
+    code = (
+        "import sys, numpy as np, sdk\n"
+        f"rt = sdk.Runtime.load({str(onnx_artifact)!r})\n"
+        "out = rt.infer(np.zeros((1, 1024), np.float32))\n"
+        "print(out['recon'].shape, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "(1, 3, 32, 32) False", proc.stderr
