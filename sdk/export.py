@@ -52,7 +52,7 @@ from sdk.onnx_io import META_PREFIX
 
 PARTS = ("transmitter", "receiver", "chain")
 IMAGE, SYMBOLS = "image", "symbols"
-SIDES = {"encoder": "transmitter.", "decoder": "receiver."}
+SIDES = {"encoder": "transmitter.*", "decoder": "receiver.*"}
 PLUGIN_OP, PLUGIN_DOMAIN = "TopKMemory", "semedge"
 DEFAULT_OPSET = 17
 
@@ -108,11 +108,7 @@ def select_targets(model: Transceiver, spec: str | Sequence[str] | None, part: s
         patterns = [SIDES.get(p.strip(), p.strip()) for p in spec.split(",") if p.strip()]
     else:
         patterns = list(spec)
-    chosen = [
-        n
-        for n in names
-        if any(n == p or n.startswith(p) or fnmatch.fnmatch(n, p) for p in patterns)
-    ]
+    chosen = [n for n in names if any(n == p or fnmatch.fnmatch(n, p) for p in patterns)]
     if not chosen:
         raise ExportError(
             f"delta targets {spec!r} match no parameter; use encoder, decoder or a glob such as "
@@ -246,6 +242,12 @@ def export_onnx(
     finally:
         model.train(was_training)
     proto = onnx.load(str(out))
+    if topk_plugin and not any(n.op_type == PLUGIN_OP for n in proto.graph.node):
+        out.unlink()
+        raise ExportError(
+            f"--topk-plugin was given but {type(model).__name__} has no top-K attention; "
+            "export without it"
+        )
     _rename_initializers(proto.graph, "model.")
     _keep_weight_inputs(proto.graph, targets)
     meta = {

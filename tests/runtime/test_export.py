@@ -88,6 +88,15 @@ def test_target_selection_errors(small):
         select_targets(model, "nothing.*", "chain")
     with pytest.raises(ExportError, match="not part of the transmitter"):
         select_targets(model, "decoder", "transmitter")
+    assert select_targets(model, "receiver.features.1.0.weight", "receiver") == [
+        "receiver.features.1.0.weight"
+    ]
+
+
+def test_topk_plugin_without_topk_attention_is_an_error(tmp_path, small):
+    with pytest.raises(ExportError, match="no top-K attention"):
+        export_onnx(small("DeepJSCC"), tmp_path / "m.onnx", topk_plugin=True)
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_cli_export_with_delta_file_targets(tmp_path, checkpoint):
