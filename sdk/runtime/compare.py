@@ -4,7 +4,8 @@ Like ``polygraphy run --onnxrt --trt``: the first backend is the reference; for 
 other backend and every output the maximum absolute and relative error are reported,
 and a row passes when ``|out - ref| <= atol + rtol * |ref|`` holds element-wise
 (numpy ``allclose``). Inputs: a random batch and a batch of real images from
-:mod:`sdk.data` (for a receiver: the symbols the reference transmitter makes of them).
+:mod:`sdk.data` (for a receiver: random unit-power symbols, and the symbols the source
+checkpoint's transmitter makes of real images).
 """
 
 from __future__ import annotations
@@ -31,14 +32,26 @@ class Row:
     passed: bool
 
 
-def _runtimes(source: Path, backends: list[str]) -> dict[str, Runtime]:
-    """Load ``source`` on each backend; an artifact's torch reference is its source checkpoint."""
-    part, checkpoint = "chain", source if _is_checkpoint(source) else None
-    if checkpoint is None and source.suffix != ".onnx":
+def _reference_checkpoint(source: Path) -> tuple[Path | None, str]:
+    """(checkpoint ``source`` was built from, if it still exists; the part it holds)."""
+    if _is_checkpoint(source):
+        return source, "chain"
+    if source.suffix == ".onnx":
+        from sdk.onnx_io import read_metadata
+
+        meta = read_metadata(source)
+        origin, part = meta.get("source"), meta.get("part", "chain")
+    else:
         model = artifact.read_manifest(source)["model"]
-        part = model["part"]
-        candidate = Path(model.get("source") or "")
-        checkpoint = candidate if _is_checkpoint(candidate) else None
+        origin, part = model.get("source"), model["part"]
+    candidate = Path(origin) if origin else None
+    return (candidate if candidate and _is_checkpoint(candidate) else None), part
+
+
+def _runtimes(
+    source: Path, backends: list[str], checkpoint: Path | None, part: str
+) -> dict[str, Runtime]:
+    """Load ``source`` on each backend; the torch reference runs the source checkpoint."""
     loaded = {}
     for backend in backends:
         if backend == "torch" and checkpoint is None:
@@ -46,14 +59,16 @@ def _runtimes(source: Path, backends: list[str]) -> dict[str, Runtime]:
                 f"the torch reference needs the checkpoint {source} was built from; "
                 "pass the checkpoint directory instead"
             )
-        target = checkpoint if backend == "torch" or (checkpoint == source) else source
-        loaded[backend] = Runtime.load(target, backend=backend, part=part)  # type: ignore[arg-type]
+        target = checkpoint if backend == "torch" or checkpoint == source else source
+        assert target is not None
+        loaded[backend] = Runtime.load(target, backend=backend, part=part)
     return loaded
 
 
 def _feeds(
-    reference: Runtime, batch: int, data: str | None, seed: int
+    reference: Runtime, checkpoint: Path | None, batch: int, data: str | None, seed: int
 ) -> dict[str, dict[str, np.ndarray]]:
+    """Random inputs, and real ones: images, or for a receiver the symbols made of them."""
     from calibration.qdq import calibration_images
 
     (spec,) = reference.inputs
@@ -63,9 +78,14 @@ def _feeds(
     if spec["name"] == "image":
         feeds["random"] = rng.random(shape, dtype=np.float32)
         feeds["real"] = calibration_images(tuple(shape[1:]), data, batch)
-    else:  # receiver: unit-power symbols, and what the reference transmitter makes of images
+    else:
         z = rng.standard_normal(shape).astype(np.float32)
         feeds["random"] = z / np.sqrt((z**2).sum(1, keepdims=True) / (shape[1] // 2))
+        if checkpoint is not None:
+            with Runtime.load(checkpoint, part="transmitter") as tx:
+                (image,) = tx.inputs
+                images = calibration_images(tuple(image["shape"][1:]), data, batch)
+                feeds["real"] = tx.infer(images)["symbols"]
     return {kind: {spec["name"]: x} for kind, x in feeds.items()}
 
 
@@ -81,12 +101,13 @@ def compare_backends(
     """Rows for every non-reference backend x input kind x output (see module docstring)."""
     if len(backends) < 2:
         raise RunnerError("give at least two backends to compare, e.g. torch,onnxrt")
-    runtimes = _runtimes(Path(source), backends)
+    checkpoint, part = _reference_checkpoint(Path(source))
+    runtimes = _runtimes(Path(source), backends, checkpoint, part)
     try:
         ref_name, *others = backends
         ref = runtimes[ref_name]
         rows = []
-        for kind, feed in _feeds(ref, batch, data, seed).items():
+        for kind, feed in _feeds(ref, checkpoint, batch, data, seed).items():
             expected = ref.infer(feed)
             for name in others:
                 got = runtimes[name].infer(feed)

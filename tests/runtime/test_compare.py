@@ -22,6 +22,7 @@ def test_int8_artifact_fails_a_strict_tolerance(checkpoint, tmp_path):
 
     art = build(checkpoint, tmp_path / "q", backend="onnxrt", precision="int8", part="receiver")
     rows = compare_backends(art, ["torch", "onnxrt"], atol=1e-5, rtol=1e-5)
+    assert {r.inputs for r in rows} == {"random", "real"}  # real: symbols of real images
     assert not any(r.passed for r in rows if r.output == "recon")
     proc = subprocess.run(
         [sys.executable, "-m", "sdk.cli", "compare", str(art), "--atol", "1e-5"],
