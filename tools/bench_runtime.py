@@ -157,6 +157,45 @@ def switching(work: Path, hidden: int, density: float, threads: int, repeats: in
     }
 
 
+def layer_costs(threads: int, repeats: int, channels: int = 256) -> list[dict]:
+    """Batch-1 latency of one 5x5 layer with a constant vs a graph-input weight (ms)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((channels, channels, 5, 5)) * 0.01).astype(np.float32)
+    x = rng.random((1, channels, 8, 8), dtype=np.float32)
+    rows = []
+    for op in ("Conv", "ConvTranspose"):
+        for stride in (1, 2):
+            attrs = {"kernel_shape": [5, 5], "pads": [2, 2, 2, 2], "strides": [stride] * 2}
+            if op == "ConvTranspose" and stride == 2:
+                attrs["output_padding"] = [1, 1]
+            runs = {}
+            for weight_input in ("const", "input"):
+                inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))]
+                if weight_input == "input":
+                    shape = list(weight.shape)
+                    inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, shape))
+                graph = helper.make_graph(
+                    [helper.make_node(op, ["x", "w"], ["y"], **attrs)],
+                    "layer",
+                    inputs,
+                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                    [numpy_helper.from_array(weight, "w")],
+                )
+                model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = threads
+                so.log_severity_level = 4
+                sess = ort.InferenceSession(model.SerializeToString(), so, ["CPUExecutionProvider"])
+                feed = {"x": x, "w": weight} if weight_input == "input" else {"x": x}
+                runs[weight_input] = lambda s=sess, f=feed: s.run(None, f)
+            times = interleaved(runs, repeats)
+            rows.append({"op": op, "stride": stride, **times})
+    return rows
+
+
 def plot(fam: list[dict], sw: dict, path: Path) -> None:
     import matplotlib
 
@@ -198,6 +237,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fam = families(Path(tmp), args.threads, args.repeats)
         sw = switching(Path(tmp), args.hidden, args.density, args.threads, args.repeats)
+        layers = layer_costs(args.threads, args.repeats)
     print("| family | params | batch | torch eager ms | onnxrt ms | onnxrt / torch |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in fam:
@@ -223,6 +263,14 @@ def main() -> int:
         print(
             f"| {mode} | {sw['preload_ms'][mode]:.1f} | {ms:.3f} | {lat:.2f} | {ratio} |"
             f" {sw['exact'][mode]} |"
+        )
+    print("\none 5x5 layer, 256 -> 256 channels, 8x8 input, batch 1 (onnxrt):\n")
+    print("| op | stride | constant weight ms | weight as graph input ms | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for r in layers:
+        print(
+            f"| {r['op']} | {r['stride']} | {r['const']:.2f} | {r['input']:.2f} |"
+            f" {r['input'] / r['const']:.2f} |"
         )
     plot(fam, sw, args.plot)
     print(f"\nplot: {args.plot}")
