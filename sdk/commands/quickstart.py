@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     )
     torch.manual_seed(args.seed)
     model = DeepJSCC(bandwidth_ratio=1 / 6, hidden=preset.hidden)
-    config = TrainConfig(epochs=preset.epochs, batch_size=64, lr=2e-3, seed=args.seed)
+    config = TrainConfig(epochs=preset.epochs, batch_size=32, lr=1e-3, seed=args.seed)
     history = train(model, train_set, config, out)
     print(history_table(history))
 
