@@ -1,0 +1,271 @@
+"""Compile the CUDA kernels: nvcc fatbins (+ resource check), the TensorRT plugin, and the
+host-emulation library the tests run the same sources through.
+
+``python -m kernels.build [--out DIR] [--plugin]`` — fatbins for sm_87 (Jetson Orin),
+sm_110 (Jetson Thor) and compute_87 PTX (JIT for newer GPUs). ptxas' own report
+(``-Xptxas -v``) is parsed per kernel and architecture; any spill or stack frame (local
+memory) is an error, because both kernels are designed to live in registers + shared memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sdk.errors import SemedgeError
+
+ROOT = Path(__file__).resolve().parent
+KERNELS = {
+    "topk_memory": ROOT / "topk_memory" / "topk_memory.cu",
+    "sparse_delta": ROOT / "sparse_delta" / "sparse_delta.cu",
+}
+GENCODE = (
+    "arch=compute_87,code=sm_87",
+    "arch=compute_110,code=sm_110",
+    "arch=compute_87,code=compute_87",
+)
+PLUGIN_SOURCES = (
+    ROOT / "topk_memory" / "topkMemoryPlugin.cpp",
+    ROOT / "topk_memory" / "topkMemoryLaunch.cu",
+)
+PLUGIN_LIBRARY = "libsemedge_plugins.so"
+TENSORRT_INCLUDES = (
+    "/usr/include/aarch64-linux-gnu",
+    "/usr/include/x86_64-linux-gnu",
+    "/usr/include",
+    "/usr/local/tensorrt/include",
+)
+
+
+class KernelBuildError(SemedgeError):
+    """A compiler is missing, a kernel failed to compile, or it spills / uses local memory."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """ptxas' report for one kernel on one architecture."""
+
+    kernel: str
+    arch: str
+    registers: int
+    stack_bytes: int
+    spill_store_bytes: int
+    spill_load_bytes: int
+    shared_bytes: int
+
+    @property
+    def uses_local_memory(self) -> bool:
+        return self.stack_bytes > 0 or self.spill_store_bytes > 0 or self.spill_load_bytes > 0
+
+
+_ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(\w+)'")
+_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_USED = re.compile(r"Used (\d+) registers")
+_SMEM = re.compile(r"(\d+) bytes smem")
+
+
+def parse_ptxas(report: str) -> list[Resources]:
+    """Resources per (kernel, arch) from ``nvcc -Xptxas -v`` output."""
+    found: list[Resources] = []
+    current: tuple[str, str] | None = None
+    frame: tuple[int, int, int] | None = None
+    for line in report.splitlines():
+        if m := _ENTRY.search(line):
+            current, frame = (m.group(1), m.group(2)), None
+        elif (m := _FRAME.search(line)) and current:
+            frame = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        elif (m := _USED.search(line)) and current and frame:
+            smem = _SMEM.search(line)
+            found.append(
+                Resources(
+                    current[0],
+                    current[1],
+                    int(m.group(1)),
+                    *frame,
+                    int(smem.group(1)) if smem else 0,
+                )
+            )
+            current = None
+    return found
+
+
+def _tool(name: str, why: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise KernelBuildError(f"{name} not found on PATH, needed to {why}; install it or fix PATH")
+    return path
+
+
+def _run(command: list[str]) -> str:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        raise KernelBuildError(f"{Path(command[0]).name} failed: {' | '.join(tail)}")
+    return done.stdout + done.stderr
+
+
+def build_fatbins(out: Path) -> dict[str, list[Resources]]:
+    """Compile every kernel to ``out/<kernel>.fatbin``; raise on spills or local memory."""
+    nvcc = _tool("nvcc", "compile the CUDA kernels")
+    out.mkdir(parents=True, exist_ok=True)
+    usage: dict[str, list[Resources]] = {}
+    for name, source in KERNELS.items():
+        gencode = [flag for code in GENCODE for flag in ("-gencode", code)]
+        report = _run(
+            [
+                nvcc,
+                "-fatbin",
+                "-O3",
+                "-std=c++17",
+                *gencode,
+                "-Xptxas",
+                "-v",
+                "-o",
+                str(out / f"{name}.fatbin"),
+                str(source),
+            ]
+        )
+        usage[name] = parse_ptxas(report)
+        if not usage[name]:
+            raise KernelBuildError(
+                f"no ptxas resource report for {name}; is nvcc's -Xptxas -v "
+                "output format new? Check kernels/build.py:parse_ptxas"
+            )
+        bad = [r for r in usage[name] if r.uses_local_memory]
+        if bad:
+            raise KernelBuildError(
+                "local memory / spills in "
+                + ", ".join(
+                    f"{r.kernel}@{r.arch} (stack "
+                    f"{r.stack_bytes} B, spill {r.spill_store_bytes}/{r.spill_load_bytes} B)"
+                    for r in bad
+                )
+                + "; reduce register pressure or private arrays"
+            )
+    return usage
+
+
+def find_tensorrt_include(extra: str | None = None) -> Path | None:
+    """Directory holding NvInfer.h (``extra`` first, then the Jetson/desktop defaults)."""
+    for folder in ([extra] if extra else []) + list(TENSORRT_INCLUDES):
+        if (Path(folder) / "NvInfer.h").is_file():
+            return Path(folder)
+    return None
+
+
+def build_plugin(out: Path, tensorrt_include: str | None = None) -> Path:
+    """Compile the ``TopKMemory`` TensorRT plugin into ``out/libsemedge_plugins.so``."""
+    nvcc = _tool("nvcc", "compile the TensorRT plugin")
+    include = find_tensorrt_include(tensorrt_include)
+    if include is None:
+        raise KernelBuildError(
+            "TensorRT headers (NvInfer.h) not found; build the plugin on a "
+            "Jetson with TensorRT installed or pass --tensorrt-include DIR"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    library = out / PLUGIN_LIBRARY
+    gencode = [flag for code in GENCODE for flag in ("-gencode", code)]
+    _run(
+        [
+            nvcc,
+            "-shared",
+            "-O3",
+            "-std=c++17",
+            "-Xcompiler",
+            "-fPIC",
+            *gencode,
+            f"-I{include}",
+            *map(str, PLUGIN_SOURCES),
+            "-lnvinfer",
+            "-o",
+            str(library),
+        ]
+    )
+    return library
+
+
+def build_emulation(out: Path, block: int = 32, shared_k: int = 16) -> Path:
+    """Compile the unchanged kernel sources with g++ against the host-emulation layer.
+
+    ``block`` (TOPK_BLOCK) and ``shared_k`` (TOPK_SHARED_K) are compile-time: small values
+    keep the emulation fast (one OS thread per CUDA thread) and let small tests reach both
+    the shared-memory path and the global-workspace fallback of the top-K kernel.
+    """
+    compiler = os.environ.get("CXX") or _tool("g++", "compile the kernel emulation")
+    out.mkdir(parents=True, exist_ok=True)
+    library = out / f"kernels_emulated_b{block}_k{shared_k}.so"
+    _run(
+        [
+            compiler,
+            "-std=c++17",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-pthread",
+            f"-DTOPK_BLOCK={block}",
+            f"-DTOPK_SHARED_K={shared_k}",
+            str(ROOT / "emulation" / "entry.cpp"),
+            "-o",
+            str(library),
+        ]
+    )
+    return library
+
+
+def resource_table(usage: dict[str, list[Resources]]) -> str:
+    """Markdown table of the ptxas report (used in docs/kernels.md)."""
+    rows = [
+        "| kernel | arch | registers | stack B | spill st/ld B | smem B |",
+        "|---|---|---|---|---|---|",
+    ]
+    for items in usage.values():
+        rows += [
+            f"| {r.kernel} | {r.arch} | {r.registers} | {r.stack_bytes} | "
+            f"{r.spill_store_bytes}/{r.spill_load_bytes} | {r.shared_bytes} |"
+            for r in items
+        ]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kernels.build",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "semedge-kernels",
+        help="output folder for fatbins / plugin (default: %(default)s)",
+    )
+    parser.add_argument("--plugin", action="store_true", help="also build the TensorRT plugin")
+    parser.add_argument("--tensorrt-include", help="folder with NvInfer.h (default: search)")
+    parser.add_argument("--json", action="store_true", help="print the resource report as JSON")
+    args = parser.parse_args(argv)
+    try:
+        usage = build_fatbins(args.out)
+        if args.plugin:
+            print(f"plugin: {build_plugin(args.out, args.tensorrt_include)}", file=sys.stderr)
+    except SemedgeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        import json
+
+        print(json.dumps({k: [asdict(r) for r in v] for k, v in usage.items()}, indent=1))
+    else:
+        print(resource_table(usage))
+        print(f"fatbins in {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Compile the kernel emulation once per session (g++), shared by the kernel tests."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from kernels.build import build_emulation
+from kernels.emulated import EmulatedKernels
+
+
+@pytest.fixture(scope="session")
+def emulated(tmp_path_factory: pytest.TempPathFactory) -> EmulatedKernels:
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found: the kernel emulation cannot be compiled")
+    return EmulatedKernels(build_emulation(tmp_path_factory.mktemp("emulation")))
