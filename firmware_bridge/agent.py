@@ -1,0 +1,387 @@
+"""Device side of the flasher: answers requests, never speaks first.
+
+One host session at a time: HELLO opens a session (a second host gets BUSY while the
+current one has been heard from within ``session_timeout`` seconds; a host that lost
+its link may take its own session over by naming it). BEGIN checks everything that
+can be checked from the announcement — names, sizes, compatibility, free space,
+signature, downgrade, a delta's base — before any data moves. DATA is written in
+order to ``incoming/<sha256>.part``; its length is the verified offset a resumed
+transfer (same SHA-256) continues from, across host and agent restarts. VERIFY hashes
+the whole file and writes it into the inactive slot; ACTIVATE switches slots.
+Replies echo the request's sequence number; a repeated request gets the cached reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+from firmware_bridge import protocol as p
+from firmware_bridge import signing
+from firmware_bridge.slots import SlotError, SlotStore, crash_point, safe_name, safe_path
+from firmware_bridge.transport import Link
+from sdk import artifact
+from sdk.errors import SemedgeError
+
+FACT_KEYS = (*artifact.DEVICE_FACTS, "free_bytes")
+
+
+class Refusal(SemedgeError):
+    """A request the agent refuses; becomes an ERROR frame with ``code``."""
+
+    def __init__(self, code: p.Code, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+
+
+def device_facts(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """TensorRT/CUDA/L4T versions and compute capability read from this device, then
+    ``overrides`` (a facts file or flags; how tests pose as another Jetson)."""
+    facts: dict[str, Any] = {**artifact.local_device_facts(), "free_bytes": None}
+    for key, value in (overrides or {}).items():
+        if key not in FACT_KEYS:
+            raise SemedgeError(f"unknown device fact {key!r}; known: {', '.join(FACT_KEYS)}")
+        facts[key] = value
+    return facts
+
+
+def delta_header(data: bytes) -> dict[str, Any]:
+    """The ``__metadata__`` of a safetensors file from its header (8-byte LE length + JSON)."""
+    if len(data) < 8:
+        raise ValueError("not a safetensors file")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8 or n > 100_000_000:
+        raise ValueError("safetensors header length out of range")
+    meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("safetensors __metadata__ is not an object")
+    return meta
+
+
+class Transfer:
+    """One incoming file, resumable: the bytes so far live in ``incoming/<sha>.part``."""
+
+    def __init__(self, store: SlotStore, request: dict[str, Any]) -> None:
+        self.request = request
+        self.sha256 = request["sha256"]
+        self.size = int(request["size"])
+        self.path = store.root / "incoming" / f"{self.sha256}.part"
+        for other in self.path.parent.glob("*"):  # a different artifact discards the partial
+            if other != self.path:
+                other.unlink()
+        self.file = open(self.path, "ab+")  # noqa: SIM115 (open for the transfer's lifetime)
+        self.offset = self.path.stat().st_size
+        if self.offset > self.size:
+            self.file.truncate(0)
+            self.offset = 0
+        self.gap_reported = False
+
+    def write(self, offset: int, chunk: bytes) -> str:
+        """Append an in-order chunk; 'ok', 'dup' (already have it) or 'gap' (skipped ahead)."""
+        if offset > self.offset:
+            return "gap"
+        if offset + len(chunk) <= self.offset:
+            return "dup"
+        if offset + len(chunk) > self.size:
+            raise Refusal(p.Code.BAD_REQUEST, "DATA beyond the announced size")
+        self.file.write(chunk[self.offset - offset :])
+        self.offset = offset + len(chunk)
+        self.gap_reported = False
+        return "ok"
+
+    def finish(self) -> Path:
+        """fsync, check the SHA-256 of the whole file; the verified file's path."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        h = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if self.offset != self.size or h.hexdigest() != self.sha256:
+            self.discard()
+            raise Refusal(p.Code.VERIFY_FAILED, "received file does not hash to the announced "
+                          "SHA-256; flash again (the partial was discarded)")  # fmt: skip
+        return self.path
+
+    def discard(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class Agent:
+    """Serve flasher requests on ``link`` for the slots under ``root``."""
+
+    def __init__(
+        self,
+        link: Link,
+        root: str | Path,
+        *,
+        facts: dict[str, Any] | None = None,
+        trusted_key: bytes | None = None,
+        window: int = 64 * 1024,
+        session_timeout: float = 2.0,
+        test_attempts: int = 0,
+        max_file_size: int = 4 << 30,
+    ) -> None:
+        self.link = link
+        self.store = SlotStore(root)
+        self.facts = facts if facts is not None else device_facts()
+        self.trusted_key = trusted_key
+        self.window = window
+        self.session_timeout = session_timeout
+        self.test_attempts = test_attempts
+        self.max_file_size = max_file_size
+        self.session: int | None = None
+        self.last_seen = 0.0
+        self.transfer: Transfer | None = None
+        self.staged: dict[str, str] = {}
+        self._cache: tuple[int, int, bytes, int, int] | None = None
+
+    # ------------------------------------------------------------ loop
+
+    def serve(self, until: float | None = None) -> None:
+        """Answer requests until ``until`` (monotonic time) or forever."""
+        self.store.boot()
+        while until is None or time.monotonic() < until:
+            frame = self.link.recv(0.2)
+            if frame is not None:
+                self.handle(frame)
+
+    def handle(self, frame: p.Frame) -> None:
+        now = time.monotonic()
+        if frame.type == p.Msg.HELLO:
+            self._hello(frame, now)
+            return
+        if self.session is None or frame.session != self.session:
+            return
+        self.last_seen = now
+        if self._cache and self._cache[:2] == (frame.type, frame.seq):
+            _, _, payload, rtype, flags = self._cache
+            self.link.send(rtype, payload, seq=frame.seq, flags=flags)
+            return
+        try:
+            rtype, payload, flags = self._dispatch(frame)
+        except Refusal as exc:
+            rtype, payload, flags = p.Msg.ERROR, p.error_payload(exc.code, str(exc)), 0
+        except SemedgeError as exc:
+            rtype, payload, flags = p.Msg.ERROR, p.error_payload(p.Code.BAD_REQUEST, str(exc)), 0
+        except (ValueError, KeyError, TypeError) as exc:
+            rtype, payload, flags = p.Msg.ERROR, p.error_payload(p.Code.BAD_REQUEST, repr(exc)), 0
+        except OSError as exc:
+            rtype, payload, flags = p.Msg.ERROR, p.error_payload(p.Code.INTERNAL, str(exc)), 0
+        if rtype is None:
+            return
+        if frame.type not in (p.Msg.DATA, p.Msg.PING):
+            self._cache = (frame.type, frame.seq, payload, rtype, flags)
+        self.link.send(rtype, payload, seq=frame.seq, flags=flags)
+
+    def _hello(self, frame: p.Frame, now: float) -> None:
+        try:
+            req = frame.json()
+        except ValueError:
+            return
+        free = (
+            self.session is None
+            or frame.session == self.session
+            or req.get("previous_session") == self.session
+            or now - self.last_seen > self.session_timeout
+        )
+        if not free:
+            self.link.send(p.Msg.BUSY, b"", seq=frame.seq, session=frame.session)
+            return
+        self.session, self.last_seen, self._cache = frame.session, now, None
+        self.link.session = frame.session
+        if req.get("protocol") != p.VERSION:
+            payload = p.error_payload(p.Code.PROTOCOL_VERSION, f"agent speaks protocol {p.VERSION}")
+            self.link.send(p.Msg.ERROR, payload, seq=frame.seq)
+            return
+        self.link.send(p.Msg.HELLO, p.json_payload(self._status()), seq=frame.seq)
+
+    def _status(self) -> dict[str, Any]:
+        t = self.transfer
+        return {
+            "protocol": p.VERSION,
+            "max_payload": self.link.max_payload,
+            "window": self.window,
+            "facts": {**self.facts, "free_bytes": self._free()},
+            "models": self.store.describe(),
+            "transfer": {"sha256": t.sha256, "offset": t.offset, "size": t.size} if t else None,
+        }
+
+    def _free(self) -> int:
+        given = self.facts.get("free_bytes")
+        return int(given) if given is not None else shutil.disk_usage(self.store.root).free
+
+    def _dispatch(self, frame: p.Frame) -> tuple[Any, bytes, int]:
+        t = frame.type
+        if t == p.Msg.DATA:
+            return self._data(frame)
+        if t == p.Msg.PING:
+            return p.Msg.PING, frame.payload, 0
+        req = frame.json()
+        if t == p.Msg.BEGIN:
+            return p.Msg.BEGIN, p.json_payload(self._begin(req)), 0
+        if t == p.Msg.VERIFY:
+            return p.Msg.VERIFY, p.json_payload(self._verify()), 0
+        if t == p.Msg.ABORT:
+            if self.transfer:
+                self.transfer.discard()
+                self.transfer = None
+            return p.Msg.ABORT, b"{}", 0
+        if t == p.Msg.STATUS:
+            return p.Msg.STATUS, p.json_payload(self._status()), 0
+        if t == p.Msg.ACTIVATE:
+            name = str(req.get("model"))
+            if name not in self.staged:
+                raise Refusal(p.Code.NO_TRANSFER, f"nothing staged for {name}; flash it first")
+            test = req.get("mode", "test") == "test"
+            attempts = int(req.get("attempts", self.test_attempts))
+            self.store.activate(name, self.staged.pop(name), test=test, attempts=attempts)
+        elif t == p.Msg.CONFIRM:
+            self.store.confirm(self._model(req.get("model")))
+        elif t == p.Msg.ROLLBACK:
+            try:
+                self.store.rollback(self._model(req.get("model")))
+            except SlotError as exc:
+                raise Refusal(p.Code.NO_PREVIOUS, str(exc)) from None
+        else:
+            raise Refusal(p.Code.BAD_REQUEST, f"unknown message type {t}")
+        return p.Msg.STATUS, p.json_payload(self._status()), 0
+
+    def _model(self, name: str | None) -> str:
+        models = self.store.models()
+        if name is None and len(models) == 1:
+            return models[0]
+        if name not in models:
+            raise Refusal(p.Code.NO_MODEL, f"no installed model {name!r} (installed: {models})")
+        return str(name)
+
+    # ------------------------------------------------------------ transfer
+
+    def _begin(self, req: dict[str, Any]) -> dict[str, Any]:
+        size, sha = int(req["size"]), str(req["sha256"])
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise Refusal(p.Code.BAD_REQUEST, "sha256 must be 64 lowercase hex digits")
+        if not 0 < size <= self.max_file_size:
+            raise Refusal(p.Code.TOO_LARGE, f"{size} bytes exceeds this device's limit "
+                          f"{self.max_file_size}")  # fmt: skip
+        signature = bytes.fromhex(req["signature"]) if req.get("signature") else None
+        if req["kind"] == "delta":
+            need = self._check_delta(req, signature)
+        elif req["kind"] == "artifact":
+            need = self._check_artifact(req, signature)
+        else:
+            raise Refusal(p.Code.BAD_REQUEST, f"unknown kind {req['kind']!r}")
+        if self.transfer and self.transfer.sha256 != sha:
+            self.transfer.discard()
+            self.transfer = None
+        if self.transfer is None:
+            self.transfer = Transfer(self.store, req)
+        self.transfer.request = req
+        if need - self.transfer.offset > self._free():
+            self.transfer.discard()
+            self.transfer = None
+            raise Refusal(p.Code.NO_SPACE, f"needs {need} bytes, {self._free()} free on the "
+                          "device; remove old deltas/models or free space")  # fmt: skip
+        return {"offset": self.transfer.offset}
+
+    def _check_artifact(self, req: dict[str, Any], signature: bytes | None) -> int:
+        text = req["manifest"].encode("utf-8")
+        try:
+            manifest = artifact.validate_manifest(json.loads(text), "announced manifest")
+        except ValueError:
+            raise Refusal(p.Code.BAD_REQUEST, "announced manifest is not JSON") from None
+        name = manifest["model"]["name"]
+        if not safe_name(name):
+            raise Refusal(p.Code.BAD_NAME, f"model name {name!r} is not a plain name")
+        for file, entry in manifest["files"].items():
+            if not safe_path(file):
+                raise Refusal(p.Code.BAD_NAME, f"payload name {file!r} is not a plain path")
+            if int(entry["size"]) > self.max_file_size:
+                raise Refusal(p.Code.TOO_LARGE, f"payload {file!r} is larger than allowed")
+        try:
+            artifact.check_compatible(manifest, self.facts)
+        except artifact.ArtifactIncompatibleError as exc:
+            raise Refusal(p.Code.INCOMPATIBLE, str(exc)) from None
+        self._check_signature(text, signature)
+        have = int(self.store.state(name).get("security_counter", 0))
+        if int(manifest.get("security_counter", 0)) < have:
+            raise Refusal(p.Code.DOWNGRADE, f"security counter {manifest['security_counter']} "
+                          f"is below the installed {have}; flash a newer build")  # fmt: skip
+        return int(req["size"]) + sum(int(e["size"]) for e in manifest["files"].values())
+
+    def _check_delta(self, req: dict[str, Any], signature: bytes | None) -> int:
+        filename, name = req.get("filename", ""), self._model(req.get("model"))
+        if not safe_name(filename) or not filename.endswith(".delta.safetensors"):
+            raise Refusal(p.Code.BAD_NAME, f"delta name {filename!r} is not a plain "
+                          "*.delta.safetensors name")  # fmt: skip
+        self._check_base(name, req.get("header", {}).get("base_fingerprint"))
+        self._check_signature(bytes.fromhex(req["sha256"]), signature)
+        return 2 * int(req["size"])
+
+    def _check_base(self, name: str, fingerprint: Any) -> None:
+        manifest = self.store.active_manifest(name)
+        base = manifest["base_fingerprint"] if manifest else None
+        if fingerprint != base:
+            raise Refusal(
+                p.Code.WRONG_BASE,
+                f"delta is for base {str(fingerprint)[:12]}…, installed {name} is "
+                f"{str(base)[:12]}…; adapt against this base",
+            )
+
+    def _check_signature(self, message: bytes, signature: bytes | None) -> None:
+        if self.trusted_key is None:
+            return
+        try:
+            signing.verify_bytes(message, signature, self.trusted_key)
+        except signing.SignatureError as exc:
+            code = p.Code.UNSIGNED if not signature else p.Code.BAD_SIGNATURE
+            raise Refusal(code, str(exc)) from None
+
+    def _data(self, frame: p.Frame) -> tuple[Any, bytes, int]:
+        if self.transfer is None:
+            raise Refusal(p.Code.NO_TRANSFER, "DATA without BEGIN")
+        t = self.transfer
+        offset, chunk = p.parse_data(frame, self.link.max_payload)
+        result = t.write(offset, chunk)
+        if result == "gap":
+            if t.gap_reported:
+                return None, b"", 0
+            t.gap_reported = True
+            return p.Msg.ACK, p.ACK_PAYLOAD.pack(t.offset), p.FLAG_GAP
+        return p.Msg.ACK, p.ACK_PAYLOAD.pack(t.offset), 0
+
+    def _verify(self) -> dict[str, Any]:
+        t = self.transfer
+        if t is None or t.offset != t.size:
+            have = f"{t.offset} of {t.size}" if t else "nothing"
+            raise Refusal(p.Code.NO_TRANSFER, f"transfer incomplete ({have} bytes); resume it")
+        self.transfer = None
+        path = t.finish()
+        crash_point("received")
+        req = t.request
+        try:
+            if req["kind"] == "delta":
+                name = self._model(req.get("model"))
+                self._check_base(name, delta_header(path.read_bytes()).get("base_fingerprint"))
+                self.store.install_delta(name, path, req["filename"])
+                return {"model": name, "delta": req["filename"]}
+            if artifact.manifest_bytes(path) != req["manifest"].encode("utf-8"):
+                raise Refusal(
+                    p.Code.VERIFY_FAILED, "artifact manifest differs from the announced one"
+                )
+            manifest = artifact.verify_artifact(path)
+            name = manifest["model"]["name"]
+            self.staged[name] = self.store.stage(name, path)
+            return {"model": name, "slot": self.staged[name]}
+        except (SlotError, artifact.ArtifactError, ValueError) as exc:
+            raise Refusal(p.Code.VERIFY_FAILED, str(exc)) from None
+        finally:
+            path.unlink(missing_ok=True)

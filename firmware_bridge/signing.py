@@ -1,0 +1,143 @@
+"""Ed25519 signatures for artifacts and deltas (``cryptography``; no torch).
+
+* An artifact's ``manifest.sig`` is the 64-byte Ed25519 signature over the exact bytes
+  of its ``manifest.json``. The manifest holds the SHA-256 of every payload file, so the
+  signature covers the whole artifact, and the agent can check it at BEGIN — before
+  any data moves — then check that the received payload matches the manifest.
+* A delta file ``X.delta.safetensors`` is signed by ``X.delta.safetensors.sig`` over the
+  32-byte SHA-256 digest of the file (checkable at BEGIN from the announced hash;
+  the received bytes must then hash to it).
+
+Keys are raw 32-byte Ed25519 keys stored as hex text: ``KEYBASE.key`` (private, mode
+0600) and ``KEYBASE.pub``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+
+from sdk import artifact
+from sdk.errors import SemedgeError
+
+
+class SignatureError(SemedgeError):
+    """A missing, malformed or non-matching signature or key."""
+
+
+def keygen(base: str | Path) -> tuple[Path, Path]:
+    """Write a new key pair ``base.key`` / ``base.pub``; refuses to overwrite a key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key_path, pub_path = Path(f"{base}.key"), Path(f"{base}.pub")
+    if key_path.exists():
+        raise SignatureError(f"{key_path} exists; choose another --out or delete it first")
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes_raw()
+    pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(raw.hex() + "\n")
+    pub_path.write_text(pub.hex() + "\n")
+    return key_path, pub_path
+
+
+def _read_key(path: str | Path, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(Path(path).read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise SignatureError(
+            f"cannot read {what} {path} ({exc}); create one: semedge keygen"
+        ) from None
+    if len(raw) != 32:
+        raise SignatureError(f"{path} is not a raw Ed25519 {what} (32 bytes hex)")
+    return raw
+
+
+def sign_bytes(message: bytes, key_path: str | Path) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(_read_key(key_path, "private key")).sign(message)
+
+
+def verify_bytes(message: bytes, signature: bytes | None, public_key: bytes) -> None:
+    """Raise :class:`SignatureError` unless ``signature`` is valid for ``message``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if not signature:
+        raise SignatureError("unsigned, but this device requires signatures; sign: semedge sign")
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        raise SignatureError(
+            "signature does not match the trusted key (tampered or wrong key)"
+        ) from None
+
+
+def read_public_key(path: str | Path) -> bytes:
+    return _read_key(path, "public key")
+
+
+def is_delta(path: str | Path) -> bool:
+    return str(path).endswith(".delta.safetensors")
+
+
+def signed_message(path: str | Path) -> bytes:
+    """What the signature of ``path`` covers: manifest bytes, or a delta's SHA-256 digest."""
+    if is_delta(path):
+        return hashlib.sha256(Path(path).read_bytes()).digest()
+    return artifact.manifest_bytes(path)
+
+
+def read_signature(path: str | Path) -> bytes | None:
+    """The signature shipped with an artifact (dir or .tar) or beside a delta; None if none."""
+    path = Path(path)
+    if is_delta(path):
+        sig = Path(f"{path}.sig")
+        return sig.read_bytes() if sig.is_file() else None
+    if path.is_dir():
+        sig = path / artifact.SIGNATURE
+        return sig.read_bytes() if sig.is_file() else None
+    with tarfile.open(path) as tar:
+        for info in tar.getmembers():
+            if info.isfile() and info.name.lstrip("./").split("/")[-1] == artifact.SIGNATURE:
+                f = tar.extractfile(info)
+                return f.read() if f else None
+    return None
+
+
+def sign(path: str | Path, key_path: str | Path) -> Path:
+    """Sign an artifact directory, ``.tar`` (rewritten with the signature) or delta file."""
+    path = Path(path)
+    signature = sign_bytes(signed_message(path), key_path)
+    if is_delta(path):
+        out = Path(f"{path}.sig")
+        out.write_bytes(signature)
+        return out
+    if path.is_dir():
+        artifact.verify_artifact(path)
+        (path / artifact.SIGNATURE).write_bytes(signature)
+        return path / artifact.SIGNATURE
+    return _add_to_tar(path, signature)
+
+
+def _add_to_tar(path: Path, signature: bytes) -> Path:
+    """Rewrite a tar artifact with ``manifest.sig`` replaced (temp file + rename)."""
+    artifact.verify_artifact(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tarfile.open(path) as src, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as dst:
+        for info in src.getmembers():
+            if info.name.lstrip("./").split("/")[-1] == artifact.SIGNATURE:
+                continue
+            dst.addfile(info, src.extractfile(info) if info.isfile() else None)
+        sig = tarfile.TarInfo(artifact.SIGNATURE)
+        sig.size, sig.mode = len(signature), 0o644
+        dst.addfile(sig, io.BytesIO(signature))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,54 @@
+"""``semedge flash``: upload an artifact or a delta to a device over serial."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "flash",
+        help="flash an artifact (dir/.tar) or a *.delta.safetensors to a device",
+        description="Upload over serial to `semedge agent`, resuming after link loss, then "
+        "activate. TEST activation reverts at the agent's next restart unless you run "
+        "`semedge device confirm`.",
+    )
+    p.add_argument("artifact", metavar="ARTIFACT", help="artifact directory, .tar, or delta file")
+    p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyACM0")
+    p.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
+    p.add_argument(
+        "--activate",
+        choices=("test", "permanent", "none"),
+        default="test",
+        help="after upload: test (default; revert unless confirmed), permanent, or none",
+    )
+    p.add_argument("--model", help="installed model a delta is for (default: the only one)")
+    p.add_argument("--no-compress", action="store_true", help="never zlib-compress chunks")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from firmware_bridge.host import Flasher
+    from firmware_bridge.transport import Link, open_serial
+
+    link = Link(open_serial(args.port, args.baud), device=False)
+    rto = 0.5 + 10 * 64 * 1024 / args.baud
+    flasher = Flasher(link, compress=not args.no_compress, rto=rto, link_timeout=rto + 2)
+    activate = None if args.activate == "none" else args.activate
+    result = flasher.flash(args.artifact, activate=activate, model=args.model)
+    result["stats"] = dataclasses.asdict(flasher.stats)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif "delta" in result:
+        print(f"installed delta {result['delta']} for {result['model']}")
+    else:
+        print(f"installed {result['model']} in slot {result['slot']}"
+              + (f", activated ({result['activated']})" if activate else ""))  # fmt: skip
+        if activate == "test":
+            print(f"confirm with: semedge device confirm --port {args.port} "
+                  "(otherwise it reverts at the agent's next restart)")  # fmt: skip
+    return 0
