@@ -1,0 +1,239 @@
+"""Benchmark: the top-K memory op vs dense cross-attention among the n tokens (CPU).
+
+For n in ``--sizes`` (default 1k, 4k, 16k), d=128, L=16 queries, K=64, batch 1, in one run:
+
+* ``topk torch``: :func:`sdk.models.kem.topk_attention` (if that module has landed);
+* ``topk onnxrt``: the same op as an ONNX graph of standard ops (MatMul, Mul, TopK, Softmax,
+  Gather, MatMul) built with ``onnx.helper``, run by ONNX Runtime;
+* ``dense``: full attention of the n tokens with each other (n×n,
+  ``torch.nn.functional.scaled_dot_product_attention``, which never holds all n×n scores);
+* ``matmul``: the fp32 GEMM q[L,d] @ k[d,n] alone — this CPU's matmul rate at the same size.
+
+Reported: median times, dense/top-K speed-up (goal ≥ 300× at 16k), t(16k)/t(4k) (goal ≤ 4.5),
+achieved GFLOP/s of the op (2·L·n·d + 2·L·K·d FLOPs) as a fraction of the matmul rate
+(goal ≥ 40 %), and a Jetson AGX Orin roofline of the op. Usage::
+
+    python tools/bench_topk.py [--sizes 1024 4096 16384] [--repeats 30] [--threads 2]
+        [--plot docs/img/bench_topk.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper
+from tqdm import tqdm
+
+D, L, TOPK = 128, 16, 64
+# Jetson AGX Orin 64GB: 2048 CUDA cores x 1.3 GHz x 2 = 5.3 TFLOPS fp32, 10.6 fp16 (CUDA cores,
+# no tensor cores); LPDDR5 256-bit 204.8 GB/s.
+ORIN = {"fp32_tflops": 5.3, "fp16_tflops": 10.6, "dram_gbps": 204.8}
+
+
+def op_flops(n: int) -> int:
+    """Scores (2·L·n·d) + weighted sum (2·L·K·d); selection and softmax are not counted."""
+    return 2 * L * n * D + 2 * L * TOPK * D
+
+
+def orin_roofline(n: int, itemsize: int) -> dict[str, float]:
+    """Lower-bound time on Orin: max(FLOPs / peak, bytes / bandwidth).
+
+    ``ideal`` bytes read k once (L queries share it), the K kept rows of v per query, q and
+    out. ``kernel`` bytes are what our one-block-per-row kernel moves when k does not stay
+    in L2: k once per query row plus the fp32 score workspace (1 write + 5 reads per score).
+    """
+    ideal = itemsize * (n * D + L * TOPK * D + 2 * L * D)
+    kernel = itemsize * (L * n * D + L * TOPK * D + 2 * L * D) + 4 * 6 * L * n
+    peak = ORIN["fp32_tflops" if itemsize == 4 else "fp16_tflops"] * 1e12
+    flops = op_flops(n)
+    return {
+        "flops": flops,
+        "ideal_bytes": ideal,
+        "kernel_bytes": kernel,
+        "ideal_us": 1e6 * max(flops / peak, ideal / (ORIN["dram_gbps"] * 1e9)),
+        "kernel_us": 1e6 * max(flops / peak, kernel / (ORIN["dram_gbps"] * 1e9)),
+    }
+
+
+def topk_graph(n: int) -> onnx.ModelProto:
+    """top-K memory attention for batch 1 from standard ONNX ops (opset 17).
+
+    ONNX TopK keeps the lower index on ties, like the kernel.
+    """
+    f = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("Squeeze", ["q", "axis0"], ["q2"]),
+        helper.make_node("Squeeze", ["k", "axis0"], ["k2"]),
+        helper.make_node("Squeeze", ["v", "axis0"], ["v2"]),
+        # Gemm reads k as stored ([n, d], transB) and folds in the 1/sqrt(d) scale.
+        helper.make_node("Gemm", ["q2", "k2"], ["scores"], transB=1, alpha=1.0 / np.sqrt(D)),
+        helper.make_node("TopK", ["scores", "K"], ["kept", "index"], axis=-1, largest=1, sorted=1),
+        helper.make_node("Softmax", ["kept"], ["weights"], axis=-1),
+        helper.make_node("Gather", ["v2", "index"], ["rows"], axis=0),  # [L, K, d]
+        helper.make_node("Unsqueeze", ["weights", "axis1"], ["w3"]),  # [L, 1, K]
+        helper.make_node("MatMul", ["w3", "rows"], ["o3"]),  # [L, 1, d]
+        helper.make_node("Reshape", ["o3", "shape"], ["out"]),
+    ]
+    inits = [
+        helper.make_tensor("K", TensorProto.INT64, [1], [TOPK]),
+        helper.make_tensor("axis0", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("shape", TensorProto.INT64, [3], [1, L, D]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "topk_memory",
+        [
+            helper.make_tensor_value_info("q", f, [1, L, D]),
+            helper.make_tensor_value_info("k", f, [1, n, D]),
+            helper.make_tensor_value_info("v", f, [1, n, D]),
+        ],
+        [helper.make_tensor_value_info("out", f, [1, L, D])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def torch_topk() -> Callable[..., torch.Tensor] | None:
+    try:
+        from sdk.models.kem import topk_attention
+    except ImportError:
+        return None
+    return topk_attention
+
+
+def measure(n: int, repeats: int, threads: int) -> dict[str, float]:
+    """One size: medians (ms) of every path, checked against the numpy reference first."""
+    from kernels.reference import REFERENCES
+
+    rng = np.random.default_rng(n)
+    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((1, L, D), (1, n, D), (1, n, D)))
+    want, _ = REFERENCES["topk_memory"](q, k, v, TOPK)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no stolen cores
+    session = ort.InferenceSession(
+        topk_graph(n).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    feeds = {"q": q, "k": k, "v": v}
+    np.testing.assert_allclose(session.run(None, feeds)[0], want, atol=1e-5)
+    tq, tk, tv = map(torch.from_numpy, (q, k, v))
+    ktn = tk[0].T.contiguous()
+    row: dict[str, float] = {"n": n}
+    fns: dict[str, Callable[[], object]] = {
+        "topk_onnxrt_ms": lambda: session.run(None, feeds),
+        "matmul_ms": lambda: torch.mm(tq[0], ktn),
+    }
+    topk_attention = torch_topk()
+    if topk_attention is not None:
+        with torch.no_grad():
+            np.testing.assert_allclose(topk_attention(tq, tk, tv, TOPK).numpy(), want, atol=1e-5)
+        fns["topk_torch_ms"] = lambda: topk_attention(tq, tk, tv, TOPK)
+    with torch.no_grad():
+        for name, fn in fns.items():
+            row[name] = median_ms(fn, repeats)
+        tokens = tk[None]  # [1, 1, n, d]: every token attends to every token
+        row["dense_ms"] = median_ms(
+            lambda: torch.nn.functional.scaled_dot_product_attention(tokens, tokens, tokens),
+            max(1, repeats // 10),
+        )
+    return row
+
+
+def summarise(rows: list[dict[str, float]]) -> dict[str, Any]:
+    paths = [p for p in ("topk_torch", "topk_onnxrt") if f"{p}_ms" in rows[0]]
+    for row in rows:
+        n = int(row["n"])
+        matmul_gflops = 2 * L * n * D / row["matmul_ms"] / 1e6
+        row["matmul_gflops"] = matmul_gflops
+        for p in paths:
+            gflops = op_flops(n) / row[f"{p}_ms"] / 1e6
+            row[f"{p}_gflops"] = gflops
+            row[f"{p}_fraction_of_matmul"] = gflops / matmul_gflops
+            row[f"{p}_speedup_vs_dense"] = row["dense_ms"] / row[f"{p}_ms"]
+    by_n = {int(r["n"]): r for r in rows}
+    scaling = {
+        p: by_n[16384][f"{p}_ms"] / by_n[4096][f"{p}_ms"]
+        for p in paths
+        if 4096 in by_n and 16384 in by_n
+    }
+    return {
+        "rows": rows,
+        "t16k_over_t4k": scaling,
+        "orin": {n: {"fp32": orin_roofline(n, 4), "fp16": orin_roofline(n, 2)} for n in by_n},
+    }
+
+
+def plot(rows: list[dict[str, float]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ns = [r["n"] for r in rows]
+    for key in ("topk_torch_ms", "topk_onnxrt_ms", "dense_ms", "matmul_ms"):
+        if key in rows[0]:
+            ax.loglog(ns, [r[key] for r in rows], "o-", label=key[:-3])
+    ax.set_xlabel("tokens n")
+    ax.set_ylabel("median time (ms)")
+    ax.set_title(f"top-K memory (L={L}, d={D}, K={TOPK}) vs dense attention, CPU")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384])
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls per path and size")
+    parser.add_argument("--threads", type=int, default=2, help="torch / ORT intra-op threads")
+    parser.add_argument("--plot", help="write a PNG of time vs n")
+    parser.add_argument("--json", help="write the results as JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if torch_topk() is None:
+        print("note: sdk.models.kem is missing; the torch top-K path is skipped", file=sys.stderr)
+    rows = [measure(n, args.repeats, args.threads) for n in tqdm(args.sizes, desc="sizes")]
+    result = summarise(rows)
+    for row in rows:
+        print(" ".join(f"{k}={v:.4g}" for k, v in row.items()))
+    print("t(16k)/t(4k):", {k: round(v, 2) for k, v in result["t16k_over_t4k"].items()})
+    for n, roof in result["orin"].items():
+        print(
+            f"orin n={n}:",
+            json.dumps({p: {k: round(x, 2) for k, x in r.items()} for p, r in roof.items()}),
+        )
+    if args.plot:
+        plot(rows, args.plot)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
