@@ -36,6 +36,7 @@ PLUGIN_SOURCES = (
     ROOT / "topk_memory" / "topkMemoryLaunch.cu",
 )
 PLUGIN_LIBRARY = "libsemedge_plugins.so"
+TOPK_BLOCK = 128  # threads per query row on the GPU (compiled in; launches must match)
 TENSORRT_INCLUDES = (
     "/usr/include/aarch64-linux-gnu",
     "/usr/include/x86_64-linux-gnu",
@@ -124,6 +125,7 @@ def build_fatbins(out: Path) -> dict[str, list[Resources]]:
                 "-fatbin",
                 "-O3",
                 "-std=c++17",
+                f"-DTOPK_BLOCK={TOPK_BLOCK}",
                 *gencode,
                 "-Xptxas",
                 "-v",
@@ -180,6 +182,7 @@ def build_plugin(out: Path, tensorrt_include: str | None = None) -> Path:
             "-std=c++17",
             "-Xcompiler",
             "-fPIC",
+            f"-DTOPK_BLOCK={TOPK_BLOCK}",
             *gencode,
             f"-I{include}",
             *map(str, PLUGIN_SOURCES),
