@@ -351,6 +351,8 @@ class Agent:
         t = self.transfer
         offset, chunk = p.parse_data(frame, self.link.max_payload)
         result = t.write(offset, chunk)
+        if 2 * t.offset >= t.size:
+            crash_point("mid-transfer")
         if result == "gap":
             if t.gap_reported:
                 return None, b"", 0

@@ -6,7 +6,8 @@ the expected offset, i.e. something was lost) or ``rto`` seconds without progres
 rewinds to the acknowledged offset (go-back-N). After ``link_timeout`` seconds without
 progress the link counts as lost: the flasher says HELLO again (naming its old session
 so the agent lets it take over), re-announces the same SHA-256 with BEGIN and
-continues from the offset the device reports — as a new process after a host restart
+continues from the offset the device reports (``retries`` times in a row without
+progress at most) — as a new process after a host restart
 does too. ``stats`` records what was sent, so resumes can be measured.
 """
 
@@ -59,7 +60,7 @@ class Flasher:
         rto: float = 1.0,
         link_timeout: float = 3.0,
         busy_wait: float = 5.0,
-        reconnects: int = 50,
+        retries: int = 5,
         compress: bool = True,
         progress: bool = True,
     ) -> None:
@@ -68,7 +69,7 @@ class Flasher:
         self.rto = rto
         self.link_timeout = link_timeout
         self.busy_wait = busy_wait
-        self.reconnects = reconnects
+        self.retries = retries
         self.compress = compress
         self.progress = progress
         self.seq = 0
@@ -157,14 +158,18 @@ class Flasher:
                 open(blob_path, "rb") as f,
                 mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as blob,
             ):
-                for attempt in range(self.reconnects + 1):
+                failures, best = 0, -1
+                while True:
                     try:
                         return self._flash_once(blob, begin, activate, attempts)
                     except LinkLost:
-                        if attempt == self.reconnects:
+                        resumed = self.stats.resumed_from
+                        if resumed and resumed[-1] > best:  # progress since: start counting anew
+                            failures, best = 0, resumed[-1]
+                        failures += 1
+                        if failures > self.retries:
                             raise
                         self.stats.reconnects += 1
-        raise AssertionError("unreachable")
 
     def _announcement(
         self, path: Path, model: str | None, tmp: Path

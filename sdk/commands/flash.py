@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="after upload: test (default; revert unless confirmed), permanent, or none",
     )
     p.add_argument("--model", help="installed model a delta is for (default: the only one)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="reconnect attempts in a row without progress before giving up (default 5)",
+    )
     p.add_argument("--no-compress", action="store_true", help="never zlib-compress chunks")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -37,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     link = Link(open_serial(args.port, args.baud), device=False)
     rto = 0.5 + 10 * 64 * 1024 / args.baud
-    flasher = Flasher(link, compress=not args.no_compress, rto=rto, link_timeout=rto + 2)
+    flasher = Flasher(
+        link, compress=not args.no_compress, rto=rto, link_timeout=rto + 2, retries=args.retries
+    )
     activate = None if args.activate == "none" else args.activate
     result = flasher.flash(args.artifact, activate=activate, model=args.model)
     result["stats"] = dataclasses.asdict(flasher.stats)
