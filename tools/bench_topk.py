@@ -3,8 +3,8 @@
 For n in ``--sizes`` (default 1k, 4k, 16k), d=128, L=16 queries, K=64, batch 1, in one run:
 
 * ``topk torch``: :func:`sdk.models.kem.topk_attention` (if that module has landed);
-* ``topk onnxrt``: the same op as an ONNX graph of standard ops (MatMul, Mul, TopK, Softmax,
-  Gather, MatMul) built with ``onnx.helper``, run by ONNX Runtime;
+* ``topk onnxrt``: the same op as an ONNX graph of standard ops (Gemm, TopK, Softmax, Gather,
+  MatMul; :func:`kernels.onnx_graphs.standard_graph`), run by ONNX Runtime;
 * ``dense``: full attention of the n tokens with each other (n×n,
   ``torch.nn.functional.scaled_dot_product_attention``, which never holds all n×n scores);
 * ``matmul``: the fp32 GEMM q[L,d] @ k[d,n] alone — this CPU's matmul rate at the same size.
@@ -28,11 +28,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
-from onnx import TensorProto, helper
 from tqdm import tqdm
+
+from kernels.onnx_graphs import standard_graph
 
 D, L, TOPK = 128, 16, 64
 # Jetson AGX Orin 64GB: 2048 CUDA cores x 1.3 GHz x 2 = 5.3 TFLOPS fp32, 10.6 fp16 (CUDA cores,
@@ -65,45 +65,6 @@ def orin_roofline(n: int, itemsize: int) -> dict[str, float]:
     }
 
 
-def topk_graph(n: int) -> onnx.ModelProto:
-    """top-K memory attention for batch 1 from standard ONNX ops (opset 17).
-
-    ONNX TopK keeps the lower index on ties, like the kernel.
-    """
-    f = TensorProto.FLOAT
-    nodes = [
-        helper.make_node("Squeeze", ["q", "axis0"], ["q2"]),
-        helper.make_node("Squeeze", ["k", "axis0"], ["k2"]),
-        helper.make_node("Squeeze", ["v", "axis0"], ["v2"]),
-        # Gemm reads k as stored ([n, d], transB) and folds in the 1/sqrt(d) scale.
-        helper.make_node("Gemm", ["q2", "k2"], ["scores"], transB=1, alpha=1.0 / np.sqrt(D)),
-        helper.make_node("TopK", ["scores", "K"], ["kept", "index"], axis=-1, largest=1, sorted=1),
-        helper.make_node("Softmax", ["kept"], ["weights"], axis=-1),
-        helper.make_node("Gather", ["v2", "index"], ["rows"], axis=0),  # [L, K, d]
-        helper.make_node("Unsqueeze", ["weights", "axis1"], ["w3"]),  # [L, 1, K]
-        helper.make_node("MatMul", ["w3", "rows"], ["o3"]),  # [L, 1, d]
-        helper.make_node("Reshape", ["o3", "shape"], ["out"]),
-    ]
-    inits = [
-        helper.make_tensor("K", TensorProto.INT64, [1], [TOPK]),
-        helper.make_tensor("axis0", TensorProto.INT64, [1], [0]),
-        helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
-        helper.make_tensor("shape", TensorProto.INT64, [3], [1, L, D]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "topk_memory",
-        [
-            helper.make_tensor_value_info("q", f, [1, L, D]),
-            helper.make_tensor_value_info("k", f, [1, n, D]),
-            helper.make_tensor_value_info("v", f, [1, n, D]),
-        ],
-        [helper.make_tensor_value_info("out", f, [1, L, D])],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
     fn()
     times = []
@@ -133,7 +94,9 @@ def measure(n: int, repeats: int, threads: int) -> dict[str, float]:
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no stolen cores
     session = ort.InferenceSession(
-        topk_graph(n).SerializeToString(), options, providers=["CPUExecutionProvider"]
+        standard_graph(L, n, D, TOPK).SerializeToString(),
+        options,
+        providers=["CPUExecutionProvider"],
     )
     feeds = {"q": q, "k": k, "v": v}
     np.testing.assert_allclose(session.run(None, feeds)[0], want, atol=1e-5)

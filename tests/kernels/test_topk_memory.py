@@ -76,3 +76,12 @@ def test_bad_topk_is_rejected(emulated: EmulatedKernels) -> None:
     k = np.zeros((1, 3, 4), np.float32)
     with pytest.raises(KernelInputError, match="topk=4"):
         emulated.topk_memory(q, k, k, 4)
+
+
+@pytest.mark.parametrize("topk", [8, 300])
+def test_n_65536(emulated: EmulatedKernels, topk: int) -> None:
+    """The size the issue asks for, shared-memory path and fallback (small d keeps it fast)."""
+    rng = np.random.default_rng(topk)
+    q = rng.standard_normal((1, 1, 4)).astype(np.float32)
+    k, v = (rng.standard_normal((1, 65536, 4)).astype(np.float32) for _ in range(2))
+    _check(emulated, q, k, v, topk)
