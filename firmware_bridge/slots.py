@@ -36,6 +36,7 @@ SLOTS = ("A", "B")
 STATE = "state.json"
 CRASH_ENV = "SEMEDGE_AGENT_CRASH_AT"
 INSTALL_STEPS = (
+    "mid-transfer",
     "received",
     "extracted",
     "old-removed",
