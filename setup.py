@@ -12,7 +12,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["sdk*", "kernels*", "firmware_bridge*", "calibration*"]),
-    package_data={"kernels": ["**/*.cu", "**/*.cuh", "**/*.h", "**/*.cpp", "**/*.json", "**/*.md"]},
+    package_data={
+        "kernels": ["**/*.cu", "**/*.cuh", "**/*.h", "**/*.cpp", "**/*.json", "**/*.md", "**/*.yaml"]
+    },
     # torch: loose lower bound only, JetPack ships its own build on the device.
     install_requires=[
         "torch>=2.1",
