@@ -295,17 +295,21 @@ class Agent:
     def _check_artifact(self, req: dict[str, Any], signature: bytes | None) -> int:
         text = req["manifest"].encode("utf-8")
         try:
-            manifest = artifact.validate_manifest(json.loads(text), "announced manifest")
+            manifest = json.loads(text)
         except ValueError:
             raise Refusal(p.Code.BAD_REQUEST, "announced manifest is not JSON") from None
-        name = manifest["model"]["name"]
+        name = str((manifest.get("model") or {}).get("name"))
         if not safe_name(name):
             raise Refusal(p.Code.BAD_NAME, f"model name {name!r} is not a plain name")
-        for file, entry in manifest["files"].items():
+        for file, entry in (manifest.get("files") or {}).items():
             if not safe_path(file):
                 raise Refusal(p.Code.BAD_NAME, f"payload name {file!r} is not a plain path")
             if int(entry["size"]) > self.max_file_size:
                 raise Refusal(p.Code.TOO_LARGE, f"payload {file!r} is larger than allowed")
+        try:
+            artifact.validate_manifest(manifest, "announced manifest")
+        except artifact.ArtifactError as exc:
+            raise Refusal(p.Code.BAD_REQUEST, str(exc)) from None
         try:
             artifact.check_compatible(manifest, self.facts)
         except artifact.ArtifactIncompatibleError as exc:

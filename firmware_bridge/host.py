@@ -74,6 +74,7 @@ class Flasher:
         self.progress = progress
         self.seq = 0
         self.session: int | None = None
+        self.connected = False
         self.device: dict[str, Any] = {}
         self.stats = FlashStats()
 
@@ -97,9 +98,10 @@ class Flasher:
                 expect=(p.Msg.HELLO, p.Msg.BUSY),
             )  # fmt: skip
             if reply.type == p.Msg.HELLO:
-                self.device = reply.json()
+                self.device, self.connected = reply.json(), True
                 return self.device
             if time.monotonic() > deadline:
+                self.session = previous
                 raise DeviceBusy("device is busy with another host session; try again later")
             time.sleep(0.3)
 
@@ -118,6 +120,7 @@ class Flasher:
                     raise p.DeviceError(*p.parse_error(frame))
                 if frame.type in expect:
                     return frame
+        self.connected = False
         raise LinkLost(
             f"no answer from the device within {self.link_timeout:g}s; check the cable/port "
             "and that `semedge agent` runs on the device"
@@ -125,7 +128,7 @@ class Flasher:
 
     def request(self, type: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """A JSON request/reply round trip inside the current session."""
-        if self.session is None:
+        if not self.connected:
             self.hello()
         changes_slots = type in (p.Msg.ACTIVATE, p.Msg.CONFIRM, p.Msg.ROLLBACK)
         expect = p.Msg.STATUS if changes_slots else type
@@ -241,6 +244,7 @@ class Flasher:
                         elif frame.flags & p.FLAG_GAP and ack == acked:
                             sent = acked
                 if now - last_ack > self.link_timeout:
+                    self.connected = False
                     raise LinkLost(f"link lost at offset {acked} of {size}")
                 if sent > acked and now - max(last_ack, last_rewind) > self.rto:
                     sent, last_rewind = acked, now
