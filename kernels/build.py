@@ -4,12 +4,15 @@ host-emulation library the tests run the same sources through.
 ``python -m kernels.build [--out DIR] [--plugin]`` — fatbins for sm_87 (Jetson Orin),
 sm_110 (Jetson Thor) and compute_87 PTX (JIT for newer GPUs). ptxas' own report
 (``-Xptxas -v``) is parsed per kernel and architecture; any spill or stack frame (local
-memory) is an error, because both kernels are designed to live in registers + shared memory.
+memory) is an error, because both kernels are designed to live in registers + shared memory;
+where cuobjdump exists (PATH or PyPI ``nvidia-cuda-cuobjdump``) the SASS in the fatbin is
+checked the same way (STACK, LOCAL).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -97,6 +100,46 @@ def parse_ptxas(report: str) -> list[Resources]:
     return found
 
 
+def find_cuobjdump() -> str | None:
+    """cuobjdump from PATH or from the PyPI package ``nvidia-cuda-cuobjdump``."""
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    spec = importlib.util.find_spec("nvidia")
+    for folder in spec.submodule_search_locations or [] if spec else []:
+        for candidate in sorted(Path(folder).glob("*/bin/cuobjdump")):
+            return str(candidate)
+    return None
+
+
+_ARCH = re.compile(r"^arch = (sm_\d+)")
+_FUNCTION = re.compile(r"^\s*Function (\w+):")
+_FIELDS = re.compile(r"(\w+(?:\[\d+\])?):(\d+)")
+
+
+def binary_resources(fatbin: Path) -> dict[tuple[str, str], dict[str, int]]:
+    """Resource usage per (kernel, arch) read from the compiled binary by cuobjdump.
+
+    A cross-check of ptxas' report on the actual SASS in the fatbin (REG, STACK, SHARED,
+    LOCAL, ...). Empty when cuobjdump is not available.
+    """
+    tool = find_cuobjdump()
+    if tool is None:
+        return {}
+    text = _run([tool, "--dump-resource-usage", str(fatbin)])
+    usage: dict[tuple[str, str], dict[str, int]] = {}
+    arch, function = "", ""
+    for line in text.splitlines():
+        if m := _ARCH.match(line):
+            arch = m.group(1)
+        elif m := _FUNCTION.match(line):
+            function = m.group(1)
+        elif function and "REG:" in line:
+            usage[(function, arch)] = {k: int(v) for k, v in _FIELDS.findall(line)}
+            function = ""
+    return usage
+
+
 def _tool(name: str, why: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -140,7 +183,13 @@ def build_fatbins(out: Path) -> dict[str, list[Resources]]:
                 f"no ptxas resource report for {name}; is nvcc's -Xptxas -v "
                 "output format new? Check kernels/build.py:parse_ptxas"
             )
+        binary = binary_resources(out / f"{name}.fatbin")
         bad = [r for r in usage[name] if r.uses_local_memory]
+        bad += [
+            Resources(kernel, arch, f["REG"], f["STACK"], f["LOCAL"], 0, f["SHARED"])
+            for (kernel, arch), f in binary.items()
+            if f.get("STACK", 0) or f.get("LOCAL", 0)
+        ]
         if bad:
             raise KernelBuildError(
                 "local memory / spills in "

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from kernels.build import KernelBuildError, Resources, build_fatbins, parse_ptxas
+from kernels.build import (
+    KernelBuildError,
+    Resources,
+    binary_resources,
+    build_fatbins,
+    find_cuobjdump,
+    parse_ptxas,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 
@@ -21,6 +28,14 @@ def test_fatbins_build_without_spills(tmp_path: Path) -> None:
         assert {(kname, arch) for kname in kernels for arch in ("sm_87", "sm_110")} == arches
         assert len(kernels) >= 2  # f32 and f16 variants
         assert not any(r.uses_local_memory for r in usage[name])
+        if find_cuobjdump() is None:
+            continue  # the cross-check below needs cuobjdump (PyPI nvidia-cuda-cuobjdump)
+        binary = binary_resources(tmp_path / f"{name}.fatbin")
+        assert set(binary) == arches
+        for r in usage[name]:
+            sass = binary[(r.kernel, r.arch)]
+            assert sass["REG"] == r.registers
+            assert sass["LOCAL"] == 0 and sass["STACK"] == 0
 
 
 def test_parser_flags_spills() -> None:
