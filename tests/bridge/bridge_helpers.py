@@ -1,122 +1,15 @@
-"""Test rig: pty pairs, a seeded fault-injecting relay, artifacts, agent/host processes."""
+"""Test rig: small artifacts and deltas, agent and host processes (relay: firmware_bridge.relay)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
-import select
 import subprocess
 import sys
-import threading
-import time
-import tty
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdk import artifact
-
-
-def pty_pair() -> tuple[int, int, str]:
-    """(master fd, slave fd, slave path) with the slave in raw mode (no echo, no cooking)."""
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    return master, slave, os.ttyname(slave)
-
-
-@dataclass
-class Faults:
-    """Per-byte fault probabilities and link behaviour; everything drawn from ``seed``."""
-
-    drop: float = 0.0
-    flip: float = 0.0
-    dup: float = 0.0
-    stall: float = 0.0  # probability per forwarded block of a 0.05-0.3 s stall
-    disconnect_after: list[int] = field(default_factory=list)  # host->agent byte counts
-    disconnect_seconds: float = 1.5
-    rate: float | None = None  # bytes/s per direction (921600 baud 8N1 -> 92160)
-    seed: int = 0
-
-
-class Relay:
-    """Host ptys <-> agent pty, forwarding through :class:`Faults` in a thread.
-
-    Several host ports may share the agent (what a second concurrent host looks like):
-    their bytes are merged towards the agent, the agent's bytes go to all of them.
-    """
-
-    def __init__(self, faults: Faults | None = None, hosts: int = 1) -> None:
-        self.faults = faults or Faults()
-        self.rng = random.Random(self.faults.seed)
-        self.agent_master, self._agent_slave, self.agent_port = pty_pair()
-        self.hosts = [pty_pair() for _ in range(hosts)]
-        self.host_ports = [h[2] for h in self.hosts]
-        self.host_port = self.host_ports[0]
-        self.to_agent = 0
-        self.to_host = 0
-        self.down_until = 0.0
-        self._pending_disconnects = sorted(self.faults.disconnect_after)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _mangle(self, data: bytes) -> bytes:
-        f = self.faults
-        if not (f.drop or f.flip or f.dup):
-            return data
-        out = bytearray()
-        for b in data:
-            r = self.rng.random()
-            if r < f.drop:
-                continue
-            if r < f.drop + f.flip:
-                b ^= 1 << self.rng.randrange(8)
-            out.append(b)
-            if self.rng.random() < f.dup:
-                out.append(b)
-        return bytes(out)
-
-    def _forward(self, fd_out: int, data: bytes, to_agent: bool) -> None:
-        now = time.monotonic()
-        if to_agent:
-            self.to_agent += len(data)
-            if self._pending_disconnects and self.to_agent >= self._pending_disconnects[0]:
-                self._pending_disconnects.pop(0)
-                self.down_until = now + self.faults.disconnect_seconds
-        else:
-            self.to_host += len(data)
-        if now < self.down_until:
-            return  # cable pulled: everything in flight is lost
-        if self.faults.stall and self.rng.random() < self.faults.stall:
-            time.sleep(self.rng.uniform(0.05, 0.3))
-        data = self._mangle(data)
-        if self.faults.rate:
-            time.sleep(len(data) / self.faults.rate)
-        with contextlib.suppress(OSError):
-            os.write(fd_out, data)
-
-    def _run(self) -> None:
-        fds = [self.agent_master] + [h[0] for h in self.hosts]
-        chunk = 1024 if self.faults.rate else 65536
-        while not self._stop.is_set():
-            ready, _, _ = select.select(fds, [], [], 0.05)
-            for fd in ready:
-                try:
-                    data = os.read(fd, chunk)
-                except OSError:
-                    continue
-                if fd == self.agent_master:
-                    for h in self.hosts:
-                        self._forward(h[0], data, to_agent=False)
-                else:
-                    self._forward(self.agent_master, data, to_agent=True)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        for fd in [self.agent_master, self._agent_slave] + [x for h in self.hosts for x in h[:2]]:
-            os.close(fd)
 
 
 def make_artifact(

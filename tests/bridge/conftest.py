@@ -9,7 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bridge_helpers import Processes, Relay
+from bridge_helpers import Processes
+
+from firmware_bridge.relay import Relay
 
 
 @pytest.fixture

@@ -1,0 +1,135 @@
+"""A fault-injecting, rate-limited serial relay between pty pairs (tests, benchmarks, soak).
+
+``Relay`` creates one pty pair for the agent and one per host and forwards bytes
+between their masters — one thread per direction, so each direction has the line
+rate to itself as on a full-duplex UART. On the way it drops, flips and duplicates
+bytes, stalls, cuts the link for a while after a given byte count, and paces the
+bytes at ``rate`` bytes/s (921,600 baud 8N1 = 92,160 B/s), all drawn from one seed.
+Several hosts may share the agent (their bytes merge, the agent's go to all), which
+is how a second concurrent host session is tested. Linux/macOS only (``os.openpty``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import select
+import threading
+import time
+import tty
+from dataclasses import dataclass, field
+
+
+def pty_pair() -> tuple[int, int, str]:
+    """(master fd, slave fd, slave path) with the slave raw (no echo, no line editing)."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    return master, slave, os.ttyname(slave)
+
+
+@dataclass
+class Faults:
+    """Per-byte fault probabilities and link behaviour; everything drawn from ``seed``."""
+
+    drop: float = 0.0
+    flip: float = 0.0
+    dup: float = 0.0
+    stall: float = 0.0
+    """Probability per forwarded block of a 0.05-0.3 s stall."""
+    disconnect_after: list[int] = field(default_factory=list)
+    """Host→agent byte counts at which the link goes dead for ``disconnect_seconds``."""
+    disconnect_seconds: float = 1.5
+    rate: float | None = None
+    """Bytes per second per direction (None = as fast as the ptys go)."""
+    seed: int = 0
+
+
+class Relay:
+    """Host ptys ↔ agent pty through :class:`Faults`; ``close()`` stops it."""
+
+    def __init__(self, faults: Faults | None = None, hosts: int = 1) -> None:
+        self.faults = faults or Faults()
+        self.rng = random.Random(self.faults.seed)
+        self.agent_master, self._agent_slave, self.agent_port = pty_pair()
+        self.hosts = [pty_pair() for _ in range(hosts)]
+        self.host_ports = [h[2] for h in self.hosts]
+        self.host_port = self.host_ports[0]
+        self.to_agent = 0
+        self.to_host = 0
+        self.down_until = 0.0
+        self._disconnects = sorted(self.faults.disconnect_after)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._pump, args=(src, dsts, to_agent), daemon=True)
+            for src, dsts, to_agent in [
+                *[(h[0], [self.agent_master], True) for h in self.hosts],
+                (self.agent_master, [h[0] for h in self.hosts], False),
+            ]
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _mangle(self, data: bytes) -> bytes:
+        f = self.faults
+        if not (f.drop or f.flip or f.dup):
+            return data
+        out = bytearray()
+        with self._lock:
+            for b in data:
+                r = self.rng.random()
+                if r < f.drop:
+                    continue
+                if r < f.drop + f.flip:
+                    b ^= 1 << self.rng.randrange(8)
+                out.append(b)
+                if self.rng.random() < f.dup:
+                    out.append(b)
+        return bytes(out)
+
+    def _count(self, n: int, to_agent: bool) -> bool:
+        """Account ``n`` bytes; False while the link is cut."""
+        now = time.monotonic()
+        with self._lock:
+            if to_agent:
+                self.to_agent += n
+                if self._disconnects and self.to_agent >= self._disconnects[0]:
+                    self._disconnects.pop(0)
+                    self.down_until = now + self.faults.disconnect_seconds
+            else:
+                self.to_host += n
+            stall = self.faults.stall and self.rng.random() < self.faults.stall
+            pause = self.rng.uniform(0.05, 0.3) if stall else 0.0
+        if pause:
+            time.sleep(pause)
+        return now >= self.down_until
+
+    def _pump(self, src: int, dsts: list[int], to_agent: bool) -> None:
+        rate = self.faults.rate
+        chunk = max(64, int(rate / 200)) if rate else 65536
+        wire_free = time.monotonic()  # when the paced line finishes its current bytes
+        while not self._stop.is_set():
+            ready, _, _ = select.select([src], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                data = os.read(src, chunk)
+            except OSError:
+                continue
+            if not self._count(len(data), to_agent):
+                continue  # cable pulled: bytes in flight are lost
+            if rate:
+                wire_free = max(wire_free, time.monotonic()) + len(data) / rate
+                time.sleep(max(0.0, wire_free - time.monotonic()))
+            data = self._mangle(data)
+            for dst in dsts:
+                with contextlib.suppress(OSError):
+                    os.write(dst, data)
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=2)
+        for fd in [self.agent_master, self._agent_slave, *(x for h in self.hosts for x in h[:2])]:
+            os.close(fd)
