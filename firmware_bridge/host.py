@@ -47,6 +47,10 @@ class FlashStats:
     retransmitted: int = 0
     resumed_from: list[int] = field(default_factory=list)
     reconnects: int = 0
+    data_seconds: float = 0.0
+    """Time spent in the DATA phase (BEGIN reply to last ACK), summed over attempts."""
+    data_wire_bytes: int = 0
+    """Bytes put on the wire during the DATA phase (frames, retransmissions included)."""
 
 
 class Flasher:
@@ -199,7 +203,12 @@ class Flasher:
         self.hello()
         offset = int(self.request(p.Msg.BEGIN, begin)["offset"])
         self.stats.resumed_from.append(offset)
-        self._send(blob, offset)
+        start, wire = time.monotonic(), self.link.bytes_out
+        try:
+            self._send(blob, offset)
+        finally:
+            self.stats.data_seconds += time.monotonic() - start
+            self.stats.data_wire_bytes += self.link.bytes_out - wire
         result = self.request(p.Msg.VERIFY)
         if activate and begin["kind"] == "artifact":
             body = {"model": result["model"], "mode": activate}

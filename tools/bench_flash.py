@@ -74,31 +74,18 @@ def run_one(tar: Path, chunk: int, window: int, baud: int, compress: bool, tmp: 
                           compress=compress, progress=False)  # fmt: skip
         flasher.hello()  # waits for the agent process to come up; not timed
         t0 = time.monotonic()
-        flasher.hello()
-        begin_info = flasher._announcement(tar, None, tmp)[1]
-        offset = flasher.request(p.Msg.BEGIN, begin_info)["offset"]
-        assert offset == 0
-        wire0 = link.bytes_out
-        t1 = time.monotonic()
-        with open(tar, "rb") as f:
-            import mmap
-
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as blob:
-                flasher._send(blob, 0)
-        t2 = time.monotonic()
-        data_wire = link.bytes_out - wire0
-        flasher.request(p.Msg.VERIFY)
-        flasher.request(p.Msg.ACTIVATE, {"model": "bench", "mode": "permanent"})
-        t3 = time.monotonic()
+        flasher.flash(tar, activate="permanent")
+        seconds = time.monotonic() - t0
+        stats = flasher.stats
         size = tar.stat().st_size
         line = baud / 10
         return {
             "chunk": chunk, "window": window, "compress": compress, "bytes": size,
             "wire_efficiency": size / link.bytes_out,
-            "data_phase_wire_efficiency": size / data_wire,
-            "data_phase_fraction_of_line_rate": size / (t2 - t1) / line,
-            "end_to_end_fraction_of_line_rate": size / (t3 - t0) / line,
-            "seconds": t3 - t0, "retransmitted": flasher.stats.retransmitted,
+            "data_phase_wire_efficiency": size / stats.data_wire_bytes,
+            "data_phase_fraction_of_line_rate": size / stats.data_seconds / line,
+            "end_to_end_fraction_of_line_rate": size / seconds / line,
+            "seconds": seconds, "retransmitted": stats.retransmitted,
             "device_to_host_bytes": relay.to_host,
         }  # fmt: skip
     finally:

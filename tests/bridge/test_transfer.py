@@ -130,6 +130,9 @@ def test_agent_killed_at_every_install_step(tmp_path, procs, relays, step):
     assert active_payload_sha(root) in (source_sha(old), source_sha(new))
     # and the device keeps working: a fresh agent finishes the update
     procs.agent(relay.agent_port, root)
-    res, _ = flash(procs, relay.host_port, new, "--activate", "permanent")
+    res, out = flash(procs, relay.host_port, new, "--activate", "permanent")
     assert res.returncode == 0, res.stderr
     assert active_payload_sha(root) == source_sha(new)
+    if step == "mid-transfer":  # the restarted agent resumed from its partial file
+        assert out["stats"]["resumed_from"][0] >= size_of(new) // 2
+        assert out["stats"]["payload_sent"] <= size_of(new) - out["stats"]["resumed_from"][0]
