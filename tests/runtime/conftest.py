@@ -15,13 +15,13 @@ SMALL = {
 """Small configs per family; keys a family's constructor does not take are dropped."""
 
 
-def small_model(name: str) -> torch.nn.Module:
+def small_model(name: str, **extra: object) -> torch.nn.Module:
     import inspect
 
     from sdk.models.registry import MODELS, build_model
 
     params = inspect.signature(MODELS[name]).parameters
-    args = {k: v for k, v in SMALL.get(name, {}).items() if k in params}
+    args = {k: v for k, v in {**SMALL.get(name, {}), **extra}.items() if k in params}
     torch.manual_seed(0)
     return build_model(name, **args).eval()
 

@@ -12,6 +12,9 @@ from sdk.export import ExportError, export_onnx, select_targets
 from sdk.models import available_models
 from sdk.onnx_io import io_specs, read_metadata
 
+VARIANTS = {"KEMTransceiver+etf": ("KEMTransceiver", {"etf": True})}
+"""Extra configurations tested like families (sKEM = KEM with the ETF projection)."""
+
 
 def _session(path):
     so = ort.SessionOptions()
@@ -28,10 +31,18 @@ def _reference(model, part, x):
         return [out[k].numpy() for k in model.tasks]
 
 
-@pytest.mark.parametrize("family", available_models())
+def _families() -> list[str]:
+    from sdk.models.registry import MODELS
+
+    found = available_models()
+    return found + [v for v, (base, _) in VARIANTS.items() if base in MODELS]
+
+
+@pytest.mark.parametrize("family", _families())
 @pytest.mark.parametrize("part", ["transmitter", "receiver", "chain"])
 def test_onnx_matches_torch(family, part, tmp_path, real_images, small, rel):
-    model = small(family)
+    name, extra = VARIANTS.get(family, (family, {}))
+    model = small(name, **extra)
     path = export_onnx(model, tmp_path / "m.onnx", part)
     sess = _session(path)
     images = {"random": torch.rand(5, *model.input_shape)}
