@@ -245,8 +245,8 @@ def export_onnx(
     if topk_plugin and not any(n.op_type == PLUGIN_OP for n in proto.graph.node):
         out.unlink()
         raise ExportError(
-            f"--topk-plugin was given but {type(model).__name__} has no top-K attention; "
-            "export without it"
+            f"--topk-plugin was given but the {part} of {type(model).__name__} has no top-K "
+            "attention; export it without --topk-plugin"
         )
     _rename_initializers(proto.graph, "model.")
     _keep_weight_inputs(proto.graph, targets)
