@@ -120,3 +120,17 @@ def test_skem_and_kem_differ_only_by_the_projection():
     kem, skem = KEMTransceiver(hidden=8), KEMTransceiver(hidden=8, etf=True)
     assert [n for n, _ in kem.named_parameters()] == [n for n, _ in skem.named_parameters()]
     assert set(skem.state_dict()) - set(kem.state_dict()) == {"transmitter.project.etf"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 60), topk=st.integers(1, 60), seed=st.integers(0, 999))
+def test_selection_matches_a_stable_descending_sort_under_heavy_ties(n, topk, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(-1, 2, (2, 3, 2), generator=g).float()
+    k = torch.randint(-1, 2, (2, n, 2), generator=g).float()  # few distinct scores: many ties
+    eye = torch.eye(n).expand(2, n, n).contiguous()
+    scores = q @ k.transpose(1, 2)
+    kk = min(topk, n)
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :kk]
+    want = torch.zeros(2, 3, n, dtype=torch.bool).scatter_(-1, order, True)
+    assert torch.equal(topk_attention(q, k, eye, topk) > 0, want)
