@@ -13,6 +13,7 @@ Replies echo the request's sequence number; a repeated request gets the cached r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -150,7 +151,13 @@ class Agent:
         """Answer requests until ``until`` (monotonic time) or forever."""
         self.store.boot()
         while until is None or time.monotonic() < until:
-            frame = self.link.recv(0.2)
+            try:
+                frame = self.link.recv(0.2)
+            except p.ProtocolError:  # port gone (cable out): wait and reopen, don't exit,
+                time.sleep(1.0)  # since every agent start counts against a TEST slot
+                with contextlib.suppress(p.ProtocolError):
+                    self.link.reopen()
+                continue
             if frame is not None:
                 self.handle(frame)
 

@@ -13,7 +13,6 @@ does too. ``stats`` records what was sent, so resumes can be measured.
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import random
 import sys
@@ -192,7 +191,7 @@ class Flasher:
             blob = path if path.is_file() else artifact.pack(path, tmp / "artifact.tar")
             artifact.verify_artifact(blob)
             begin = {"kind": "artifact", "manifest": artifact.manifest_bytes(blob).decode("utf-8")}
-        digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+        digest = artifact.file_sha256(blob)
         begin |= {"size": blob.stat().st_size, "sha256": digest,
                   "signature": signature.hex() if signature else None}  # fmt: skip
         return blob, begin

@@ -81,6 +81,16 @@ class Link:
                 return None
         return self._pending.pop(0)
 
+    def reopen(self) -> None:
+        """Close and reopen the port (a USB gadget comes back after the cable returns)."""
+        with contextlib.suppress(Exception):
+            self.port.close()  # type: ignore[attr-defined]
+        try:
+            self.port.open()  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise ProtocolError(f"cannot reopen the serial port ({exc})") from None
+        self.decoder = FrameDecoder(own_direction=self.direction, max_payload=self.max_payload)
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.port.close()  # type: ignore[attr-defined]

@@ -125,6 +125,13 @@ def test_signatures_and_downgrade(tmp_path, procs, relays):
     refused(flash(procs, relay.host_port, older)[0], "DOWNGRADE")
     assert active_payload_sha(root) == source_sha(good)
 
+    # deltas: unsigned refused, signed accepted
+    delta = make_delta(tmp_path / "d.delta.safetensors", "ab" * 32)
+    refused(flash(procs, relay.host_port, delta)[0], "UNSIGNED")
+    assert procs.cli("sign", str(delta), "--key", str(tmp_path / "k.key")).returncode == 0
+    res, out = flash(procs, relay.host_port, delta)
+    assert res.returncode == 0 and out["delta"] == delta.name, res.stderr
+
     # a signed .tar works too (signature added into the tar)
     from sdk import artifact
 
