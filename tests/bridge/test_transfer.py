@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import time
 from pathlib import Path
@@ -59,7 +60,8 @@ def test_flash_status_and_torch_free(tmp_path, procs, relays):
 def test_transfer_under_faults_installs_exact_bytes(tmp_path, procs, relays, seed):
     # ~1 damaged byte per 30 KB: a few frames of each transfer are hit
     faults = Faults(drop=1e-5, flip=1e-5, dup=1e-5, stall=0.02, seed=seed,
-                    disconnect_after=[60_000 * seed], disconnect_seconds=4.0)  # fmt: skip
+                    disconnect_after=[random.Random(seed).randrange(20_000, 180_000)],
+                    disconnect_seconds=4.0)  # fmt: skip
     relay = relays(faults)
     old = make_artifact(tmp_path / "old", size=5_000, seed=99)
     art = make_artifact(tmp_path / "art", size=200_000, seed=seed, version="2")
@@ -136,3 +138,25 @@ def test_agent_killed_at_every_install_step(tmp_path, procs, relays, step):
     if step == "mid-transfer":  # the restarted agent resumed from its partial file
         assert out["stats"]["resumed_from"][0] >= size_of(new) // 2
         assert out["stats"]["payload_sent"] <= size_of(new) - out["stats"]["resumed_from"][0]
+
+
+def test_other_artifact_discards_the_partial(tmp_path, procs, relays):
+    relay = relays(Faults(rate=200_000))
+    root = tmp_path / "root"
+    procs.agent(relay.agent_port, root)
+    big = make_artifact(tmp_path / "big", size=600_000, seed=1)
+    host = subprocess.Popen([*CLI, "flash", "--port", relay.host_port, str(big)],
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    procs.procs.append(host)
+    deadline = time.monotonic() + 20
+    while not [f for f in (root / "incoming").glob("*.part") if f.stat().st_size > 50_000]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    host.kill()
+    host.wait()
+    small = make_artifact(tmp_path / "small", size=5_000, seed=2)
+    res, out = flash(procs, relay.host_port, small)
+    assert res.returncode == 0, res.stderr
+    assert out["stats"]["resumed_from"] == [0]
+    assert list((root / "incoming").iterdir()) == []  # big's partial is gone
+    assert active_payload_sha(root) == source_sha(small)
