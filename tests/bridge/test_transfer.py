@@ -108,7 +108,9 @@ def test_host_restart_resumes_with_little_retransmission(tmp_path, procs, relays
     stats = out["stats"]
     assert stats["resumed_from"][0] >= have > 0
     # the killed host had at most one window in flight beyond what the device kept
-    assert sent_by_first - stats["resumed_from"][0] <= 64 * 1024 + 4096 + 2_000
+    # (wire bytes: + 1 % framing on what arrived, + one frame and the control frames)
+    resumed = stats["resumed_from"][0]
+    assert sent_by_first - resumed <= 0.01 * resumed + 64 * 1024 + 8192
     assert stats["retransmitted"] == 0
     assert stats["payload_sent"] == size_of(art) - stats["resumed_from"][0]
     assert active_payload_sha(root) == source_sha(art)
