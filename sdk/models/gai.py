@@ -15,7 +15,7 @@ Transmitter (per the GAI seed, arXiv 2501.02006, scaled down for CPU training):
    global-average-pooled features, softmax over the nodes -> task-node weights (sum to 1).
 5. task feature = weighted sum of the nodes; channel downscaling
    (:class:`~sdk.models.tasks.ToSymbols`) to the task's share of the budget; the
-   concatenation of all tasks is power-normalised (budget split: :mod:`sdk.models.tasks`).
+   segment of every task is power-normalised (budget split: :mod:`sdk.models.tasks`).
 
 Variants: ``graph_update=False`` skips step 3 (ablation "GAI-w"); ``mode="sequential"``
 sends the last block only (no graph, no weights; the baseline).
@@ -28,7 +28,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from sdk.models.base import Transceiver
-from sdk.models.channels import normalize_power
 from sdk.models.registry import register
 from sdk.models.tasks import (
     ToSymbols,
@@ -38,6 +37,7 @@ from sdk.models.tasks import (
     symbol_grid,
     task_reals,
     task_receiver,
+    task_symbols,
 )
 
 MODES = ("gai", "sequential")
@@ -137,8 +137,7 @@ class GAIEncoder(nn.Module):
                 (weights[:, t, :, None, None, None] * nodes).sum(dim=1)
                 for t in range(len(self.to_symbols))
             ]
-        z = torch.cat([proj(f) for proj, f in zip(self.to_symbols, fused, strict=True)], dim=1)
-        return normalize_power(z)
+        return task_symbols([proj(f) for proj, f in zip(self.to_symbols, fused, strict=True)])
 
 
 @register

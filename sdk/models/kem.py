@@ -18,9 +18,16 @@ import torch
 from torch import nn
 
 from sdk.models.base import Transceiver
-from sdk.models.channels import normalize_power
 from sdk.models.registry import register
-from sdk.models.tasks import ToSymbols, check_tasks, quarter, symbol_grid, task_reals, task_receiver
+from sdk.models.tasks import (
+    ToSymbols,
+    check_tasks,
+    quarter,
+    symbol_grid,
+    task_reals,
+    task_receiver,
+    task_symbols,
+)
 
 
 def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int) -> torch.Tensor:
@@ -185,7 +192,7 @@ class KEMEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.kem(self.tokens(x))
         grid = tokens.transpose(1, 2).reshape(-1, tokens.shape[2], *self.hw)
-        return normalize_power(torch.cat([proj(grid) for proj in self.to_symbols], dim=1))
+        return task_symbols([proj(grid) for proj in self.to_symbols])
 
 
 @register

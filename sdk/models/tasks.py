@@ -3,9 +3,12 @@
 Bandwidth budget: the image has ``n = C*H*W`` source dims; ``R = k/n`` gives ``k``
 complex channel uses per image. They are split **equally** between the tasks: task
 ``t`` gets ``k // T`` complex uses (``2 * (k // T)`` reals); the ``k mod T`` leftover
-uses are not sent, so the total never exceeds the budget. The concatenated symbols of
-all tasks are power-normalised together, so the encoder can learn to give one task more
-power than another (power allocation is learned, bandwidth allocation is fixed).
+uses are not sent, so the total never exceeds the budget. Each task's segment is
+power-normalised on its own (:func:`task_symbols`), so every task gets the same power
+per channel use and the whole vector has mean power 1. Normalising the concatenation
+jointly (learned power allocation) was tried first: trained on MNIST with recon, logits
+and mask tasks, GAI starved the recon segment (PSNR 9.86 dB at both 0 and 10 dB SNR,
+i.e. an input-independent output) while classification and masks trained.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sdk.models.channels import bandwidth_symbols
+from sdk.models.channels import bandwidth_symbols, normalize_power
 
 TASKS = ("recon", "logits", "mask_logits")
 
@@ -38,6 +41,11 @@ def task_reals(input_shape: tuple[int, int, int], ratio: float, n_tasks: int) ->
     if k < n_tasks:
         raise ValueError(f"bandwidth ratio {ratio} gives {k} channel uses for {n_tasks} tasks")
     return 2 * (k // n_tasks)
+
+
+def task_symbols(segments: list[torch.Tensor]) -> torch.Tensor:
+    """Per-task segments ``[B, reals]`` -> ``[B, T * reals]``, each at mean power 1."""
+    return torch.cat([normalize_power(s) for s in segments], dim=1)
 
 
 def residual_block(c_in: int, c_out: int, stride: int) -> nn.Module:
