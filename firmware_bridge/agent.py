@@ -68,7 +68,7 @@ def delta_header(data: bytes) -> dict[str, Any]:
 class Transfer:
     """One incoming file, resumable: the bytes so far live in ``incoming/<sha>.part``."""
 
-    def __init__(self, store: SlotStore, request: dict[str, Any]) -> None:
+    def __init__(self, store: SlotStore, request: dict[str, Any], held_limit: int) -> None:
         self.request = request
         self.sha256 = request["sha256"]
         self.size = int(request["size"])
@@ -82,19 +82,38 @@ class Transfer:
             self.file.truncate(0)
             self.offset = 0
         self.gap_reported = False
+        self.held: dict[int, bytes] = {}
+        self.held_bytes = 0
+        self.held_limit = held_limit
 
     def write(self, offset: int, chunk: bytes) -> str:
-        """Append an in-order chunk; 'ok', 'dup' (already have it) or 'gap' (skipped ahead)."""
+        """Take a chunk: 'ok' (the file grew), 'dup' (already had it) or 'gap' (it lies
+        beyond the end: kept in memory, up to ``held_limit`` bytes, until the hole is
+        filled, so a lost frame costs one retransmitted frame, not a window)."""
+        if offset + len(chunk) > self.size:
+            raise Refusal(p.Code.BAD_REQUEST, "DATA beyond the announced size")
         if offset > self.offset:
+            if offset not in self.held and self.held_bytes + len(chunk) <= self.held_limit:
+                self.held[offset] = chunk
+                self.held_bytes += len(chunk)
             return "gap"
         if offset + len(chunk) <= self.offset:
             return "dup"
-        if offset + len(chunk) > self.size:
-            raise Refusal(p.Code.BAD_REQUEST, "DATA beyond the announced size")
-        self.file.write(chunk[self.offset - offset :])
-        self.offset = offset + len(chunk)
+        self._append(offset, chunk)
+        while self.held:
+            start = min(self.held)
+            if start > self.offset:
+                break
+            held = self.held.pop(start)
+            self.held_bytes -= len(held)
+            if start + len(held) > self.offset:
+                self._append(start, held)
         self.gap_reported = False
         return "ok"
+
+    def _append(self, offset: int, chunk: bytes) -> None:
+        self.file.write(chunk[self.offset - offset :])
+        self.offset = offset + len(chunk)
 
     def finish(self) -> Path:
         """fsync, check the SHA-256 of the whole file; the verified file's path."""
@@ -290,7 +309,7 @@ class Agent:
             self.transfer.discard()
             self.transfer = None
         if self.transfer is None:
-            self.transfer = Transfer(self.store, req)
+            self.transfer = Transfer(self.store, req, held_limit=self.window)
         self.transfer.request = req
         if need - self.transfer.offset > self._free():
             self.transfer.discard()

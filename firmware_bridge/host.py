@@ -2,13 +2,14 @@
 
 DATA frames go out back to back while less than ``window`` bytes are unacknowledged;
 the agent's cumulative ACK moves the window. A gap ACK (the agent saw a frame beyond
-the expected offset, i.e. something was lost) or ``rto`` seconds without progress
-rewinds to the acknowledged offset (go-back-N). After ``link_timeout`` seconds without
-progress the link counts as lost: the flasher says HELLO again (naming its old session
-so the agent lets it take over), re-announces the same SHA-256 with BEGIN and
-continues from the offset the device reports (``retries`` times in a row without
-progress at most) — as a new process after a host restart
-does too. ``stats`` records what was sent, so resumes can be measured.
+the expected offset, i.e. something was lost; it keeps such frames) makes the flasher
+resend just the missing chunk at once (fast retransmit); ``rto`` seconds without
+progress rewind to the acknowledged offset (go-back-N). After ``link_timeout`` seconds
+without progress the link counts as lost: the flasher says HELLO again (naming its old
+session so the agent lets it take over), re-announces the same SHA-256 with BEGIN and
+continues from the offset the device reports (at most ``retries`` times in a row
+without progress) — as a new process after a host restart does too. ``stats`` records
+what was sent, so resumes can be measured.
 """
 
 from __future__ import annotations
@@ -217,6 +218,16 @@ class Flasher:
             result["activated"] = activate
         return result
 
+    def _send_chunk(self, blob: mmap.mmap, offset: int, chunk: int, highest: int) -> int:
+        """Send the chunk at ``offset``; returns the offset after it."""
+        data = bytes(blob[offset : offset + chunk])
+        payload, flags = p.data_payload(offset, data, self.compress)
+        self.link.send(p.Msg.DATA, payload, seq=self._next_seq(), flags=flags)
+        self.stats.payload_sent += len(data)
+        if offset < highest:
+            self.stats.retransmitted += min(len(data), highest - offset)
+        return offset + len(data)
+
     def _send(self, blob: mmap.mmap, offset: int) -> None:
         from tqdm import tqdm
 
@@ -230,13 +241,7 @@ class Flasher:
                   disable=not self.progress, desc="flash") as bar:  # fmt: skip
             while acked < size:
                 while sent < size and sent - acked < window:
-                    data = bytes(blob[sent : sent + chunk])
-                    payload, flags = p.data_payload(sent, data, self.compress)
-                    self.link.send(p.Msg.DATA, payload, seq=self._next_seq(), flags=flags)
-                    self.stats.payload_sent += len(data)
-                    if sent < highest:
-                        self.stats.retransmitted += min(len(data), highest - sent)
-                    sent += len(data)
+                    sent = self._send_chunk(blob, sent, chunk, highest)
                     highest = max(highest, sent)
                 frame = self.link.recv(0.02)
                 now = time.monotonic()
@@ -250,7 +255,7 @@ class Flasher:
                             acked, last_ack = ack, now
                             sent = max(sent, acked)
                         elif frame.flags & p.FLAG_GAP and ack == acked:
-                            sent = acked
+                            self._send_chunk(blob, acked, chunk, highest)  # fast retransmit
                 if now - last_ack > self.link_timeout:
                     self.connected = False
                     raise LinkLost(f"link lost at offset {acked} of {size}")
