@@ -13,7 +13,15 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["sdk*", "kernels*", "firmware_bridge*", "calibration*"]),
     package_data={
-        "kernels": ["**/*.cu", "**/*.cuh", "**/*.h", "**/*.cpp", "**/*.json", "**/*.md", "**/*.yaml"]
+        "kernels": [
+            "**/*.cu",
+            "**/*.cuh",
+            "**/*.h",
+            "**/*.cpp",
+            "**/*.json",
+            "**/*.md",
+            "**/*.yaml",
+        ]
     },
     # torch: loose lower bound only, JetPack ships its own build on the device.
     install_requires=[
@@ -32,7 +40,13 @@ setup(
         "mlxtend>=0.23",
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.5", "mypy>=1.8", "nvidia-cuda-cuobjdump"],
+        "dev": [
+            "pytest>=7",
+            "hypothesis>=6.80",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
+            "nvidia-cuda-cuobjdump",
+        ],
         "jetson": ["pycuda>=2022.1"],
     },
     entry_points={"console_scripts": ["semedge=sdk.cli:main"]},
