@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bridge_helpers import Processes
+from .bridge_helpers import Processes
 
 from firmware_bridge.relay import Relay
 

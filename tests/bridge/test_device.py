@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import serial
-from bridge_helpers import make_artifact, make_delta
-from test_transfer import active_payload_sha, flash, source_sha
+from .bridge_helpers import make_artifact, make_delta
+from .test_transfer import active_payload_sha, flash, source_sha
 
 from firmware_bridge import protocol as p
 from firmware_bridge.host import DeviceBusy, Flasher

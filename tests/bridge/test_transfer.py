@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bridge_helpers import CLI, make_artifact
+from .bridge_helpers import CLI, make_artifact
 
 from firmware_bridge.relay import Faults
 from firmware_bridge.slots import INSTALL_STEPS, SlotStore
