@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from firmware_bridge.relay import Relay
 
 from .bridge_helpers import Processes
-
-from firmware_bridge.relay import Relay
 
 
 @pytest.fixture

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import serial
-from .bridge_helpers import make_artifact, make_delta
-from .test_transfer import active_payload_sha, flash, source_sha
 
 from firmware_bridge import protocol as p
 from firmware_bridge.host import DeviceBusy, Flasher
 from firmware_bridge.relay import Faults
 from firmware_bridge.transport import Link
+
+from .bridge_helpers import make_artifact, make_delta
+from .test_transfer import active_payload_sha, flash, source_sha
 
 TRT_TARGET = {"tensorrt_version": "10.3.0", "compute_capability": "8.7", "cuda_version": "12.6",
               "l4t_version": "36.4.0", "builder_flags": [], "plugins": []}  # fmt: skip

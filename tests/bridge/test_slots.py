@@ -6,10 +6,11 @@ import json
 import shutil
 
 import pytest
-from .bridge_helpers import make_artifact
 
 from firmware_bridge.slots import SlotError, SlotStore, safe_name, safe_path
 from sdk import artifact
+
+from .bridge_helpers import make_artifact
 
 
 @pytest.fixture

@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from .bridge_helpers import CLI, make_artifact
 
 from firmware_bridge.relay import Faults
 from firmware_bridge.slots import INSTALL_STEPS, SlotStore
 from sdk import artifact
+
+from .bridge_helpers import CLI, make_artifact
 
 
 def active_payload_sha(root: Path, name: str = "rx") -> str | None:
