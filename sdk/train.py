@@ -39,11 +39,11 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from sdk.checkpoint import save_checkpoint
+from sdk.checkpoint import read_config, save_checkpoint
 from sdk.data import ImageDataset
 from sdk.errors import SemedgeError
 from sdk.models.channels import check_snr
-from sdk.models.registry import MODELS, available_models, build_model
+from sdk.models.registry import build_model, model_class
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "train_state.pt"
@@ -62,6 +62,7 @@ class TrainConfig:
     ``snr_db``: per-sample SNRs are drawn uniformly from this ``(lo, hi)`` range.
     ``loss_weights``: weight per task loss (``recon`` MSE, ``logits`` cross-entropy,
     ``mask_logits`` BCE) and ``aux`` for a model's own regulariser (VQ commitment).
+    ``data``: the dataset's name, recorded so ``eval`` and ``adapt`` default to it.
     """
 
     epochs: int = 10
@@ -71,6 +72,7 @@ class TrainConfig:
     seed: int = 0
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     schedule: str = "cosine"
+    data: str | None = None
     progress: bool = True
 
     def validate(self) -> None:
@@ -179,15 +181,17 @@ def default_threads() -> int:
 def build_for_data(name: str, args: Mapping[str, Any], dataset: ImageDataset) -> nn.Module:
     """Model ``name`` built with ``args``, sized for ``dataset`` where ``args`` is silent.
 
-    ``in_channels`` and ``image_size`` come from the images, ``num_classes`` from the
-    labels (if the dataset has any), for each of them that the model's constructor takes.
+    ``in_channels``, ``image_size`` and ``pixel_mean`` come from the images, ``num_classes``
+    from the labels (if the dataset has any), for each of them that the model's constructor
+    takes.
     """
-    available_models()  # registers every family, so MODELS is complete
-    if name not in MODELS:
-        return build_model(name)  # raises the standard unknown-model error
-    takes = inspect.signature(MODELS[name]).parameters
+    takes = inspect.signature(model_class(name)).parameters
     c, h, _ = dataset.image_shape
-    filled = {"in_channels": c, "image_size": h}
+    filled: dict[str, Any] = {
+        "in_channels": c,
+        "image_size": h,
+        "pixel_mean": round(float(dataset.images.mean()), 4),
+    }
     if dataset.labels is not None:
         filled["num_classes"] = dataset.num_classes
     return build_model(name, **{**{k: v for k, v in filled.items() if k in takes}, **args})
@@ -410,6 +414,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     inner = path / CHECKPOINT_DIR
     return inner if not (path / "config.json").exists() and inner.is_dir() else path
+
+
+def dataset_of(checkpoint: str | Path, requested: str | None) -> str:
+    """``requested``, else the dataset ``checkpoint`` was trained on, else ``patches``."""
+    if requested:
+        return requested
+    trained = read_config(resolve_checkpoint(checkpoint)).get("train", {})
+    return str(trained.get("data") or "patches")
 
 
 def history_table(history: list[dict[str, float]]) -> str:

@@ -24,7 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--domain", required=True, help="local domain: rotation | perspective | contrast | hue"
     )
     z.add_argument("--strength", type=float, help="domain shift strength (default per domain)")
-    z.add_argument("--data", default="patches", help="patches | mnist | digits (default patches)")
+    z.add_argument(
+        "--data",
+        help="patches | mnist | digits (default: what the checkpoint was trained on)",
+    )
     z.add_argument("--limit", type=int, help="use only the first N training images")
     z.add_argument(
         "--sparsity", type=float, default=0.01, help="γ, fraction of adapted weights (0.0001-0.1)"
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from sdk.data import ImageDataset, load_dataset
     from sdk.data.shifts import apply_shift
     from sdk.delta import save_delta
+    from sdk.train import dataset_of
 
     config = ZFDAConfig(
         sparsity=args.sparsity,
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     )
     config.validate()
     model = load_checkpoint(args.checkpoint)
-    data = load_dataset(args.data, "train")
+    data = load_dataset(dataset_of(args.checkpoint, args.data), "train")
     images = data.images[: args.limit] if args.limit else data.images
     shifted = ImageDataset(
         f"{data.name}@{args.domain}", apply_shift(images, args.domain, args.strength)

@@ -14,7 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(foreground mask) per channel SNR for a checkpoint on a dataset split.",
     )
     p.add_argument("checkpoint", help="checkpoint folder, or the --out folder of semedge train")
-    p.add_argument("--data", default="patches", help="patches | mnist | digits")
+    p.add_argument(
+        "--data",
+        help="patches | mnist | digits (default: what the checkpoint was trained on)",
+    )
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--snr", default="-5,0,5,10,15,20", help="comma-separated SNRs in dB")
     p.add_argument(
@@ -50,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from sdk.data import load_dataset
     from sdk.evaluate import check_compatible, evaluate, format_table, plot
     from sdk.options import parse_snrs
+    from sdk.train import dataset_of
 
     snrs = parse_snrs(args.snr)
     model = load_model(args)
-    dataset = load_dataset(args.data, args.split)
+    dataset = load_dataset(dataset_of(args.checkpoint, args.data), args.split)
     check_compatible(model, dataset)
     rows = evaluate(
         model, dataset, snrs, seed=args.seed, domain=args.domain, strength=args.strength

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         snr_db=(lo_hi[0], lo_hi[1]),
         seed=args.seed,
+        data=args.data,
         loss_weights={**TrainConfig().loss_weights, **weights},
     )
     config.validate()

@@ -156,6 +156,7 @@ class GAITransceiver(Transceiver):
         mode: ``"gai"`` or ``"sequential"`` (last block only, the baseline).
         relation_hidden: hidden width of each task's relation MLP (256 in the seed).
         channel: ``awgn``, ``rayleigh`` or ``none``.
+        pixel_mean: where the ``recon`` output starts, as for :class:`DeepJSCC`.
     """
 
     def __init__(
@@ -172,6 +173,7 @@ class GAITransceiver(Transceiver):
         mode: str = "gai",
         relation_hidden: int = 256,
         channel: str = "awgn",
+        pixel_mean: float = 0.5,
     ) -> None:
         super().__init__(channel)
         if image_size % 4:
@@ -194,6 +196,7 @@ class GAITransceiver(Transceiver):
             mode=mode,
             relation_hidden=relation_hidden,
             channel=channel,
+            pixel_mean=pixel_mean,
         )
         self.input_shape = (in_channels, image_size, image_size)
         reals = task_reals(self.input_shape, bandwidth_ratio, len(self.tasks))
@@ -211,5 +214,5 @@ class GAITransceiver(Transceiver):
         )
         symbol_shape = self.transmitter.symbol_shape
         self.receiver = task_receiver(
-            self.tasks, reals, symbol_shape, hidden, in_channels, num_classes
+            self.tasks, reals, symbol_shape, hidden, in_channels, num_classes, pixel_mean
         )

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sdk.models.base import Transceiver
+from sdk.models.base import Transceiver, start_sigmoid_at
 from sdk.models.channels import bandwidth_symbols, normalize_power
 from sdk.models.registry import register
 
@@ -85,6 +85,7 @@ class JSCCDecoder(nn.Module):
         latent_hw: tuple[int, int],
         gdn: bool,
         num_classes: int,
+        pixel_mean: float = 0.5,
     ) -> None:
         super().__init__()
         self.symbol_shape = (symbol_channels, *latent_hw)
@@ -96,6 +97,7 @@ class JSCCDecoder(nn.Module):
             _block(hidden, hidden, 2, gdn, transpose=True),
         )
         self.to_image = nn.ConvTranspose2d(hidden, out_channels, 5, 2, padding=2, output_padding=1)
+        start_sigmoid_at(self.to_image, pixel_mean)
         self.classifier: nn.Module | None = None
         if num_classes:
             self.classifier = nn.Sequential(
@@ -122,6 +124,8 @@ class DeepJSCC(Transceiver):
         gdn: use GDN/IGDN after each conv (slower, usually +0.3-0.5 dB).
         num_classes: >0 adds a ``"logits"`` output head on the receiver.
         channel: ``awgn``, ``rayleigh`` or ``none``.
+        pixel_mean: mean pixel value of the training data; the output starts there
+            (``semedge train`` fills it in; see :func:`start_sigmoid_at`).
     """
 
     def __init__(
@@ -133,6 +137,7 @@ class DeepJSCC(Transceiver):
         gdn: bool = False,
         num_classes: int = 0,
         channel: str = "awgn",
+        pixel_mean: float = 0.5,
     ) -> None:
         super().__init__(channel)
         if image_size % 4:
@@ -145,6 +150,7 @@ class DeepJSCC(Transceiver):
             gdn=gdn,
             num_classes=num_classes,
             channel=channel,
+            pixel_mean=pixel_mean,
         )
         self.input_shape = (in_channels, image_size, image_size)
         self.tasks = ("recon", "logits") if num_classes else ("recon",)
@@ -153,5 +159,5 @@ class DeepJSCC(Transceiver):
         symbol_channels = math.ceil(2 * k / math.prod(latent_hw))
         self.transmitter = JSCCEncoder(in_channels, hidden, symbol_channels, 2 * k, gdn)
         self.receiver = JSCCDecoder(
-            in_channels, hidden, symbol_channels, latent_hw, gdn, num_classes
+            in_channels, hidden, symbol_channels, latent_hw, gdn, num_classes, pixel_mean
         )

@@ -207,6 +207,7 @@ class KEMTransceiver(Transceiver):
         slots: ``L`` memory slots. topk: ``K`` tokens each slot keeps (clamped to ``n``).
         etf: sKEM — project the tokens by a fixed ``simplex_etf(hidden, hidden)`` first.
         channel: ``awgn``, ``rayleigh`` or ``none``.
+        pixel_mean: where the ``recon`` output starts, as for :class:`DeepJSCC`.
     """
 
     def __init__(
@@ -221,6 +222,7 @@ class KEMTransceiver(Transceiver):
         topk: int = 16,
         etf: bool = False,
         channel: str = "awgn",
+        pixel_mean: float = 0.5,
     ) -> None:
         super().__init__(channel)
         if image_size % 4:
@@ -239,6 +241,7 @@ class KEMTransceiver(Transceiver):
             topk=topk,
             etf=etf,
             channel=channel,
+            pixel_mean=pixel_mean,
         )
         self.input_shape = (in_channels, image_size, image_size)
         reals = task_reals(self.input_shape, bandwidth_ratio, len(self.tasks))
@@ -247,5 +250,5 @@ class KEMTransceiver(Transceiver):
         )
         symbol_shape = self.transmitter.symbol_shape
         self.receiver = task_receiver(
-            self.tasks, reals, symbol_shape, hidden, in_channels, num_classes
+            self.tasks, reals, symbol_shape, hidden, in_channels, num_classes, pixel_mean
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from torch import nn
@@ -20,15 +19,26 @@ def register(cls: T) -> T:
     return cls
 
 
+def model_class(name: str) -> type[nn.Module]:
+    """The registered class called ``name``, ignoring case and a ``Transceiver`` suffix.
+
+    So ``DeepJSCC``, ``deepjscc``, ``GAITransceiver`` and ``gai`` all work on the CLI.
+    """
+    _import_all()
+    wanted = name.lower().removesuffix("transceiver")
+    for cls_name, cls in MODELS.items():
+        if cls_name.lower().removesuffix("transceiver") == wanted:
+            return cls
+    raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+
+
 def build_model(name: str, **args: Any) -> nn.Module:
     """Instantiate a registered model, with a one-line error for unknown names or args."""
-    _import_all()
-    if name not in MODELS:
-        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    cls = model_class(name)
     try:
-        return MODELS[name](**args)
-    except TypeError as exc:
-        raise UnknownModelError(f"cannot build {name} with {args}: {exc}") from None
+        return cls(**args)
+    except (TypeError, ValueError) as exc:
+        raise UnknownModelError(f"cannot build {cls.__name__} with {args}: {exc}") from None
 
 
 def available_models() -> list[str]:
@@ -39,6 +49,3 @@ def available_models() -> list[str]:
 def _import_all() -> None:
     # Importing the package registers every model family.
     import sdk.models  # noqa: F401
-
-
-Factory = Callable[..., nn.Module]

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sdk.models.base import start_sigmoid_at
 from sdk.models.channels import bandwidth_symbols, normalize_power
 
 TASKS = ("recon", "logits", "mask_logits")
@@ -108,6 +109,7 @@ class TaskDecoder(nn.Module):
         hidden: int,
         out_channels: int,
         num_classes: int,
+        pixel_mean: float = 0.5,
     ) -> None:
         super().__init__()
         self.task = task
@@ -127,6 +129,8 @@ class TaskDecoder(nn.Module):
                 nn.PReLU(hidden),
                 nn.ConvTranspose2d(hidden, channels, 4, 2, padding=1),
             )
+            if task == "recon":
+                start_sigmoid_at(self.net[-1], pixel_mean)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.task == "logits":
@@ -159,12 +163,14 @@ def task_receiver(
     hidden: int,
     out_channels: int,
     num_classes: int,
+    pixel_mean: float = 0.5,
 ) -> TaskReceiver:
     """A :class:`TaskReceiver` with one :class:`TaskDecoder` per task."""
-    return TaskReceiver(
-        {t: TaskDecoder(t, reals, symbol_shape, hidden, out_channels, num_classes) for t in tasks},
-        reals,
-    )
+    decoders = {
+        t: TaskDecoder(t, reals, symbol_shape, hidden, out_channels, num_classes, pixel_mean)
+        for t in tasks
+    }
+    return TaskReceiver(decoders, reals)
 
 
 def quarter(size: int) -> int:

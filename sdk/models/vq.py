@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from sdk.models.base import Transceiver
+from sdk.models.base import Transceiver, start_sigmoid_at
 from sdk.models.channels import check_flip_prob, check_snr
 from sdk.models.registry import register
 from sdk.models.tasks import quarter
@@ -134,6 +134,7 @@ class VQDecoder(nn.Module):
         latent_hw: tuple[int, int],
         quantizer: VectorQuantizer,
         num_classes: int,
+        pixel_mean: float = 0.5,
     ) -> None:
         super().__init__()
         self._shared = (quantizer,)  # not a submodule: the transmitter owns the codebook
@@ -146,6 +147,7 @@ class VQDecoder(nn.Module):
             nn.PReLU(hidden),
             nn.ConvTranspose2d(hidden, out_channels, 4, 2, padding=1),
         )
+        start_sigmoid_at(self.to_image[-1], pixel_mean)
         self.classifier: nn.Module | None = None
         if num_classes:
             self.classifier = nn.Sequential(
@@ -190,6 +192,7 @@ class VQTransceiver(Transceiver):
             32x32 image costs ``64 * log2(codebook_size)`` bits (384 at the default 64).
         hidden: conv width. beta: commitment weight.
         num_classes: >0 adds a ``"logits"`` head on the receiver.
+        pixel_mean: where the ``recon`` output starts, as for :class:`DeepJSCC`.
     """
 
     transmitter: VQEncoder
@@ -204,6 +207,7 @@ class VQTransceiver(Transceiver):
         hidden: int = 32,
         beta: float = 0.25,
         num_classes: int = 0,
+        pixel_mean: float = 0.5,
     ) -> None:
         super().__init__("none")
         if image_size % 4:
@@ -218,13 +222,14 @@ class VQTransceiver(Transceiver):
             hidden=hidden,
             beta=beta,
             num_classes=num_classes,
+            pixel_mean=pixel_mean,
         )
         self.input_shape = (in_channels, image_size, image_size)
         self.tasks = ("recon", "logits") if num_classes else ("recon",)
         quantizer = VectorQuantizer(codebook_size, latent_dim, beta)
         hw = (quarter(image_size), quarter(image_size))
         self.transmitter = VQEncoder(in_channels, hidden, quantizer)
-        self.receiver = VQDecoder(in_channels, hidden, hw, quantizer, num_classes)
+        self.receiver = VQDecoder(in_channels, hidden, hw, quantizer, num_classes, pixel_mean)
 
     @property
     def quantizer(self) -> VectorQuantizer:

@@ -14,7 +14,7 @@ from sdk.cli import main
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    args = ["train", "--data", "digits", "--epochs", "1", "--out", str(out)]
+    args = ["train", "--model", "deepjscc", "--data", "digits", "--epochs", "1", "--out", str(out)]
     assert main([*args, "--arg", "hidden=8", "--batch-size", "256", "--snr", "5,15"]) == 0
     return out
 
@@ -27,7 +27,8 @@ def test_train_then_eval_with_plot_and_json(trained, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "PSNR dB" in table and "acc %" in table and table.count("DeepJSCC") == 2
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert main(["eval", str(trained), "--data", "digits", "--snr", "10"]) == 0  # the --out folder
+    # the --out folder, and the dataset it was trained on by default
+    assert main(["eval", str(trained), "--snr", "10"]) == 0
     assert "DeepJSCC" in capsys.readouterr().out
     shifted = ["eval", ck, "--data", "digits", "--snr", "10", "--domain", "rotation"]
     assert main([*shifted, "--json"]) == 0
