@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from sdk import __version__
 from sdk.errors import SemedgeError
+from sdk.files import staged_directory
 
 FORMAT = "semedge.artifact"
 FORMAT_VERSION = 1
@@ -296,41 +297,24 @@ def write_artifact(
     bad = [n for n in files if not _safe_name(n) or n in (MANIFEST, SIGNATURE)]
     if bad or not files:
         raise ArtifactError(f"invalid payload names {bad or '(none)'}; use plain relative names")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        entries = {}
-        for name, src in files.items():
-            dst = tmp / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(src, bytes):
-                dst.write_bytes(src)
-            else:
-                shutil.copyfile(src, dst)
-            with open(dst, "rb") as f:
-                sha, size = _digest(f)
-            entries[name] = {"sha256": sha, "size": size}
-        full = validate_manifest({**manifest, "files": entries}, "manifest")
-        (tmp / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
-        _replace_dir(tmp, directory)
+        with staged_directory(directory) as tmp:
+            entries = {}
+            for name, src in files.items():
+                dst = tmp / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(src, bytes):
+                    dst.write_bytes(src)
+                else:
+                    shutil.copyfile(src, dst)
+                with open(dst, "rb") as f:
+                    sha, size = _digest(f)
+                entries[name] = {"sha256": sha, "size": size}
+            full = validate_manifest({**manifest, "files": entries}, "manifest")
+            (tmp / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ArtifactError(f"cannot write artifact {directory} ({exc}); nothing changed") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
 
 
 def pack(directory: str | Path, out: str | Path | None = None) -> Path:

@@ -65,3 +65,22 @@ def test_deepjscc_symbol_count_follows_bandwidth_ratio():
     assert m.channel_uses == round(784 * 0.05)
     out = m(torch.rand(2, 1, 28, 28), torch.tensor([0.0, 5.0]))
     assert out["logits"].shape == (2, 10)
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, tiny_jscc, monkeypatch):
+    path = tmp_path / "ck"
+    save_checkpoint(tiny_jscc, path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    changed = DeepJSCC(**tiny_jscc.config)
+
+    def power_cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sdk.checkpoint.save_file", power_cut)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(changed, path)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no staged leftovers
+    monkeypatch.undo()
+    save_checkpoint(changed, path)
+    assert model_fingerprint(load_checkpoint(path)) == model_fingerprint(changed)
