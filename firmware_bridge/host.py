@@ -26,7 +26,7 @@ from typing import Any
 from firmware_bridge import protocol as p
 from firmware_bridge import signing
 from firmware_bridge.agent import delta_header
-from firmware_bridge.transport import Link
+from firmware_bridge.transport import Link, open_serial
 from sdk import artifact
 
 
@@ -261,3 +261,14 @@ class Flasher:
                     raise LinkLost(f"link lost at offset {acked} of {size}")
                 if sent > acked and now - max(last_ack, last_rewind) > self.rto:
                     sent, last_rewind = acked, now
+
+
+def serial_flasher(port: str, baud: int, **options: Any) -> Flasher:
+    """A :class:`Flasher` on serial ``port`` with timeouts scaled to the line rate.
+
+    One full 64 KiB window takes ``10 * window / baud`` seconds on an 8N1 line; the
+    retransmit timer waits that plus 0.5 s, and the link counts as lost 2 s later.
+    """
+    rto = 0.5 + 10 * options.get("window", 64 * 1024) / baud
+    timing = {"rto": rto, "link_timeout": rto + 2}
+    return Flasher(Link(open_serial(port, baud), device=False), **{**timing, **options})

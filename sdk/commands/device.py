@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,29 +24,38 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from firmware_bridge.host import Flasher
-    from firmware_bridge.transport import Link, open_serial
+    from firmware_bridge.host import serial_flasher
 
-    flasher = Flasher(Link(open_serial(args.port, args.baud), device=False), progress=False)
+    flasher = serial_flasher(args.port, args.baud, progress=False)
     if args.action == "confirm":
         status = flasher.confirm(args.model)
     elif args.action == "rollback":
         status = flasher.rollback(args.model)
     else:
         status = flasher.status()
-    if args.json:
-        print(json.dumps(status, indent=2))
-        return 0
-    facts = status["facts"]
-    print("device: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
+    print(json.dumps(status, indent=2) if args.json else "\n".join(status_lines(status)))
+    return 0
+
+
+def status_lines(status: dict[str, Any]) -> list[str]:
+    """A device's STATUS reply as text: facts, then per model its slots and deltas."""
+    lines = ["device: " + ", ".join(f"{k}={v}" for k, v in status["facts"].items())]
     for name, m in status["models"].items():
         state = f"TEST ({m['test']['attempts_left']} restarts left)" if m["test"] else "confirmed"
-        print(f"{name}: active {m['active']} [{state}], previous {m['previous']}")
+        lines.append(f"{name}: active {m['active']} [{state}], previous {m['previous']}")
         for slot, info in m["slots"].items():
-            print(f"  slot {slot}: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+            fields = (f"{k}={_short(v)}" for k, v in info.items())
+            lines.append(f"  slot {slot}: " + ", ".join(fields))
         if m["deltas"]:
-            print("  deltas: " + ", ".join(m["deltas"]))
+            lines.append("  deltas: " + ", ".join(m["deltas"]))
     if status.get("transfer"):
         t = status["transfer"]
-        print(f"partial transfer {t['sha256'][:12]}…: {t['offset']} of {t['size']} bytes")
-    return 0
+        lines.append(f"partial transfer {t['sha256'][:12]}…: {t['offset']} of {t['size']} bytes")
+    return lines
+
+
+def _short(value: Any) -> Any:
+    """A SHA-256 or fingerprint shortened to 12 hex digits for reading (--json has all 64)."""
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12] + "…"
+    return value

@@ -38,13 +38,10 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from firmware_bridge.host import Flasher
-    from firmware_bridge.transport import Link, open_serial
+    from firmware_bridge.host import serial_flasher
 
-    link = Link(open_serial(args.port, args.baud), device=False)
-    rto = 0.5 + 10 * 64 * 1024 / args.baud
-    flasher = Flasher(
-        link, compress=not args.no_compress, rto=rto, link_timeout=rto + 2, retries=args.retries
+    flasher = serial_flasher(
+        args.port, args.baud, compress=not args.no_compress, retries=args.retries
     )
     activate = None if args.activate == "none" else args.activate
     result = flasher.flash(args.artifact, activate=activate, model=args.model)
