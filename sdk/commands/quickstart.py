@@ -62,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import time
 
     import torch
@@ -77,14 +78,15 @@ def run(args: argparse.Namespace) -> int:
     if preset.train_patches:
         train_set = _spread(train_set, preset.train_patches)
     test_set = load_dataset("patches", "test")
-    steps = 3 if args.no_flash else 4
+    flash = not args.no_flash and hasattr(os, "openpty")  # ptys: Linux/macOS
+    steps = 4 if flash else 3
     _header(1, steps, f"train DeepJSCC (R=1/6) on {len(train_set)} patches of real photos")
     model = _train(train_set, test_set, out, preset, args.seed)
     _header(2, steps, f"adapt the receiver to a {DOMAIN}-shifted camera with a ZFDA delta")
     delta_path = _adapt(model, train_set, test_set, out, preset, args.seed)
     _header(3, steps, "deploy the receiver as an ONNX Runtime artifact; switch the delta there")
     artifact = _deploy(model, test_set, out, delta_path)
-    if not args.no_flash:
+    if flash:
         _header(4, steps, f"flash artifact and delta to a device agent over a {BAUD}-baud pty")
         _flash(out, artifact, delta_path)
     print(f"\ndone in {time.perf_counter() - start:.0f} s; everything is in {out}/")
@@ -217,6 +219,7 @@ def _flash(out: Path, artifact: Path, delta_path: Path) -> None:
     import time
 
     from firmware_bridge.host import serial_flasher
+    from firmware_bridge.protocol import ProtocolError
     from firmware_bridge.relay import Faults, Relay
     from sdk.commands.device import status_lines
 
@@ -242,7 +245,8 @@ def _flash(out: Path, artifact: Path, delta_path: Path) -> None:
         _, errors = agent.communicate(timeout=10)
         relay.close()
     if agent.returncode not in (0, -15):
-        raise RuntimeError(f"the device agent failed: {errors.strip()[-300:]}")
+        last = (errors.strip().splitlines() or ["no output"])[-1]
+        raise ProtocolError(f"the quickstart's device agent failed ({last}); try --no-flash")
     print(
         f"installed {installed['model']} in slot {installed['slot']}, confirmed, plus the "
         f"{DOMAIN} delta: {flasher.stats.data_wire_bytes:,} bytes on the wire in {seconds:.1f} s"
