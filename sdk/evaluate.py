@@ -16,7 +16,7 @@ like a model (``m(x, snr_db) -> {"recon": ...}``) so the same :func:`evaluate` r
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +259,38 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = N
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def image_grid(
+    rows: Mapping[str, torch.Tensor], path: str | Path, title: str | None = None
+) -> Path:
+    """One labelled row of images per entry (``[N, C, H, W]`` in [0, 1]) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    count = max(len(images) for images in rows.values())
+    fig, axes = plt.subplots(
+        len(rows), count, figsize=(1.1 * count + 1.6, 1.15 * len(rows)), squeeze=False
+    )
+    for ax_row, (label, images) in zip(axes, rows.items(), strict=True):
+        for i, ax in enumerate(ax_row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i < len(images):
+                image = images[i].detach().clamp(0, 1).permute(1, 2, 0).squeeze(-1)
+                ax.imshow(image.numpy(), cmap="gray" if image.dim() == 2 else None)
+        ax_row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    from matplotlib import pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

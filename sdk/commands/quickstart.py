@@ -138,12 +138,26 @@ def _adapt(model: Any, train_set: Any, test_set: Any, out: Path, preset: Preset,
     from sdk.data import ImageDataset
     from sdk.data.shifts import apply_shift
     from sdk.delta import TorchDeltas, save_delta
-    from sdk.evaluate import evaluate
+    from sdk.evaluate import evaluate, image_grid
 
     images = _spread(train_set, preset.zfda_patches).images
     shifted = ImageDataset(f"patches@{DOMAIN}", apply_shift(images, DOMAIN))
     delta = adapt_zfda(model, shifted, DOMAIN, ZFDAConfig(epochs=preset.zfda_epochs, seed=seed))
     path = save_delta(delta, out / f"{DOMAIN}.delta.safetensors")
+    picks = _spread(test_set, 8).images
+    shifted_picks = apply_shift(picks, DOMAIN)
+
+    def received(images: Any) -> Any:
+        torch.manual_seed(seed)  # the same channel noise for every row of the figure
+        with torch.no_grad():
+            return model(images, REPORT_DB)["recon"]
+
+    examples = {
+        "original": picks,
+        f"received @ {REPORT_DB:g} dB": received(picks),
+        f"{DOMAIN} camera": shifted_picks,
+        "base model": received(shifted_picks),
+    }
     with torch.no_grad():
         symbols = model.transmitter(test_set.images[:64])
         before = model.receiver(symbols)["recon"]
@@ -151,16 +165,19 @@ def _adapt(model: Any, train_set: Any, test_set: Any, out: Path, preset: Preset,
     deltas = TorchDeltas(model)
     deltas.activate(deltas.load(path))
     adapted = evaluate(model, test_set, [REPORT_DB], domain=DOMAIN)[0]["psnr"]
+    examples["with the delta"] = received(shifted_picks)
     deltas.deactivate()
     with torch.no_grad():
         identical = torch.equal(model.receiver(symbols)["recon"], before)
+    png = image_grid(examples, out / "examples.png", title=f"held-out photo, SNR {REPORT_DB:g} dB")
     share = 100 * path.stat().st_size / (out / "checkpoint" / WEIGHTS).stat().st_size
     print(
         f"delta {path}: {delta.nnz} weights, {path.stat().st_size:,} bytes "
         f"({share:.2f} % of the checkpoint)\n"
         f"{DOMAIN}-shifted test photo at {REPORT_DB:g} dB: base {base:.2f} dB PSNR, "
         f"with the delta {adapted:.2f} dB ({adapted - base:+.2f} dB)\n"
-        f"delta off: base outputs {'bit-identical' if identical else 'CHANGED'} to before"
+        f"delta off: base outputs {'bit-identical' if identical else 'CHANGED'} to before\n"
+        f"examples: {png}"
     )
     if not identical:
         raise RuntimeError("switching the delta off did not restore the base bit-exactly")

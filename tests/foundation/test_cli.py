@@ -85,6 +85,7 @@ def test_quickstart_fast_runs_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "At SNR 10 dB: DeepJSCC" in out and "uncoded" in out and "mean colour" in out
     assert (tmp_path / "quickstart.png").is_file() and (tmp_path / "checkpoint").is_dir()
+    assert (tmp_path / "examples.png").read_bytes()[:4] == b"\x89PNG"
     assert "delta off: base outputs bit-identical" in out
     assert "off again: outputs bit-identical" in out and "inputs mode" in out
     assert "quickstart-rx: active A [confirmed]" in out and "deltas: hue.delta" in out
