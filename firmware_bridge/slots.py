@@ -105,8 +105,14 @@ class SlotStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        (self.root / "models").mkdir(parents=True, exist_ok=True)
-        (self.root / "incoming").mkdir(parents=True, exist_ok=True)
+        try:
+            (self.root / "models").mkdir(parents=True, exist_ok=True)
+            (self.root / "incoming").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SlotError(
+                f"cannot keep models under {self.root} ({exc.strerror}); give --root a "
+                "writable directory"
+            ) from None
 
     # ------------------------------------------------------------ state
 

@@ -38,10 +38,16 @@ def save_checkpoint(
         "fingerprint": model_fingerprint(model),
         **(extra or {}),
     }
-    with staged_directory(path) as tmp:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS))
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    try:
+        with staged_directory(path) as tmp:
+            state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS))
+            (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot write checkpoint {path} ({exc}); nothing changed — free space or pick "
+            "another folder"
+        ) from None
     return path
 
 

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from sdk.checkpoint import read_config, save_checkpoint
-from sdk.data import ImageDataset
+from sdk.data import DATASETS, ImageDataset
 from sdk.errors import SemedgeError
 from sdk.models.channels import check_snr
 from sdk.models.registry import build_model, model_class
@@ -62,7 +62,8 @@ class TrainConfig:
     ``snr_db``: per-sample SNRs are drawn uniformly from this ``(lo, hi)`` range.
     ``loss_weights``: weight per task loss (``recon`` MSE, ``logits`` cross-entropy,
     ``mask_logits`` BCE) and ``aux`` for a model's own regulariser (VQ commitment).
-    ``data``: the dataset's name, recorded so ``eval`` and ``adapt`` default to it.
+    ``data``: the dataset's name, recorded so ``eval`` and ``adapt`` default to it
+    (:func:`train` fills it in from a dataset of :func:`sdk.data.load_dataset`).
     """
 
     epochs: int = 10
@@ -190,7 +191,8 @@ def build_for_data(name: str, args: Mapping[str, Any], dataset: ImageDataset) ->
     filled: dict[str, Any] = {
         "in_channels": c,
         "image_size": h,
-        "pixel_mean": round(float(dataset.images.mean()), 4),
+        # kept off 0 and 1, where the head's starting logit would be infinite
+        "pixel_mean": min(max(round(float(dataset.images.mean()), 4), 0.01), 0.99),
     }
     if dataset.labels is not None:
         filled["num_classes"] = dataset.num_classes
@@ -213,6 +215,8 @@ def train(
     """
     config = config or TrainConfig()
     config.validate()
+    if config.data is None and isinstance(train_set, ImageDataset) and train_set.name in DATASETS:
+        config = dataclasses.replace(config, data=train_set.name)
     world, rank = _distributed()
     device = _device(rank)
     model.to(device)
@@ -370,8 +374,11 @@ def _restore(
         ) from None
     saved, wanted = dict(state["config"]), config.to_json()
     saved.pop("epochs")  # a finished run may be extended to more epochs
-    wanted.pop("epochs")
-    if saved != wanted or state["model"] != _model_identity(model):
+    model_saved, model_wanted = state["model"], _model_identity(model)
+    same_model = model_saved["class"] == model_wanted["class"] and _recorded_match(
+        model_saved["args"], model_wanted["args"]
+    )
+    if not (same_model and _recorded_match(saved, wanted)):
         raise TrainError(
             f"{out} holds a run with a different model or config; "
             "use the same settings to resume, or choose another --out"
@@ -379,6 +386,13 @@ def _restore(
     model.load_state_dict(state["weights"])
     optimizer.load_state_dict(state["optimizer"])
     return [dict(row) for row in state["history"]]
+
+
+def _recorded_match(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Every setting the saved run recorded equals the wanted one. Settings added by later
+    versions (``data``, ``pixel_mean``) are absent from older runs and not compared, so
+    those runs stay resumable; ``pixel_mean`` only sets the initial weights anyway."""
+    return all(key in wanted and wanted[key] == value for key, value in saved.items())
 
 
 def _save(

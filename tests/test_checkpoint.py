@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -84,3 +85,22 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, tiny_jscc, mon
     monkeypatch.undo()
     save_checkpoint(changed, path)
     assert model_fingerprint(load_checkpoint(path)) == model_fingerprint(changed)
+
+
+def test_a_failed_swap_puts_the_previous_checkpoint_back(tmp_path, tiny_jscc, monkeypatch):
+    path = tmp_path / "ck"
+    save_checkpoint(tiny_jscc, path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    real_replace, calls = os.replace, []
+
+    def second_rename_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the old one is already aside, the new one not yet in place
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr("sdk.files.os.replace", second_rename_fails)
+    with pytest.raises(CheckpointError, match="nothing changed"):
+        save_checkpoint(DeepJSCC(**tiny_jscc.config), path)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]

@@ -14,7 +14,8 @@ timed side by side in one run with:
 * what a user would otherwise do: load that domain's full fine-tuned checkpoint from
   its file (``safetensors.torch.load_file`` + ``load_state_dict``), with the file in
   the page cache (the most favourable case for it) and with the file's pages dropped
-  first (``posix_fadvise(DONTNEED)``, as after a reboot or under memory pressure).
+  first (``posix_fadvise(DONTNEED)``, as after a reboot or under memory pressure). That
+  needs Linux and a disk-backed ``--dir`` (a tmpfs keeps its pages; the script says so).
 
 Goals: activate+deactivate within 2x of the floor; >= 10x faster than the checkpoint
 load at γ = 1 % and >= 50x at γ = 0.1 %. Usage::
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -63,6 +65,8 @@ def evict() -> None:
 
 def drop_from_page_cache(path: str) -> None:
     """Ask the kernel to forget ``path``'s cached pages, so the next read goes to disk."""
+    if not hasattr(os, "posix_fadvise"):
+        raise SystemExit("the from-disk load needs os.posix_fadvise (Linux)")
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -110,6 +114,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200, help="timed switches per γ")
     parser.add_argument("--cold-repeats", type=int, default=20, help="timed cold-cache switches")
     parser.add_argument("--load-repeats", type=int, default=10, help="timed checkpoint loads")
+    parser.add_argument(
+        "--dir", help="where to write the checkpoints (disk-backed; default: the temp dir)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     model = DeepJSCC(hidden=args.hidden).eval()
@@ -118,7 +125,14 @@ def main() -> None:
     bandwidth = copy_bandwidth()
     deltas = TorchDeltas(model)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        if (
+            subprocess.run(
+                ["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True
+            ).stdout.strip()
+            == "tmpfs"
+        ):
+            print(f"note: {tmp} is a tmpfs; its pages cannot be dropped, pass --dir on a disk")
         base_dir = save_checkpoint(model, Path(tmp) / "base")
         ckpt_bytes = os.path.getsize(base_dir / WEIGHTS)
         for sparsity, speedup_goal in GOALS.items():

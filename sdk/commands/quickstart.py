@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdk.errors import SemedgeError
+
 SWEEP_DB = (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
 REPORT_DB = 10.0
 DOMAIN = "hue"
@@ -180,7 +182,7 @@ def _adapt(model: Any, train_set: Any, test_set: Any, out: Path, preset: Preset,
         f"examples: {png}"
     )
     if not identical:
-        raise RuntimeError("switching the delta off did not restore the base bit-exactly")
+        raise SemedgeError("switching the delta off did not restore the base bit-exactly")
     return path
 
 
@@ -218,18 +220,22 @@ def _deploy(model: Any, test_set: Any, out: Path, delta_path: Path) -> Path:
         rt.deactivate_delta()
         restored = rt.infer(symbols.numpy())["recon"]
         mode = rt.delta_mode
+    restored_exactly = np.array_equal(base, restored)
     gain = float(psnr(torch.from_numpy(adapted), images) - psnr(torch.from_numpy(base), images))
     print(
         f"artifact {artifact}: ONNX Runtime vs torch max |diff| "
         f"{np.abs(base - torch_base).max():.1e} (delta off), "
         f"{np.abs(adapted - torch_adapted).max():.1e} (delta on)\n"
         f"delta switched in {mode} mode: {gain:+.2f} dB on 64 {DOMAIN}-shifted patches; "
-        f"off again: outputs {'bit-identical' if np.array_equal(base, restored) else 'CHANGED'}"
+        f"off again: outputs {'bit-identical' if restored_exactly else 'CHANGED'}"
     )
+    if not restored_exactly:
+        raise SemedgeError("the runtime did not restore the base outputs bit-exactly")
     return artifact
 
 
 def _flash(out: Path, artifact: Path, delta_path: Path) -> None:
+    import contextlib
     import shutil
     import subprocess
     import sys
@@ -240,32 +246,47 @@ def _flash(out: Path, artifact: Path, delta_path: Path) -> None:
     from firmware_bridge.relay import Faults, Relay
     from sdk.commands.device import status_lines
 
-    device = out / "device"
+    device, log = out / "device", out / "device-agent.log"
     shutil.rmtree(device, ignore_errors=True)  # a fresh simulated device every run
-    relay = Relay(Faults(rate=BAUD / 10))  # 8N1: ten bits on the wire per byte
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "sdk.cli", "agent", "--port", relay.agent_port, "--root", device],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        flasher = serial_flasher(relay.host_port, BAUD)
-        start = time.perf_counter()
-        installed = flasher.flash(artifact, activate="test")
-        flasher.confirm()
-        flasher.flash(delta_path)
-        seconds = time.perf_counter() - start
-        status = flasher.status()
-    finally:
-        agent.terminate()
-        _, errors = agent.communicate(timeout=10)
-        relay.close()
-    if agent.returncode not in (0, -15):
-        last = (errors.strip().splitlines() or ["no output"])[-1]
-        raise ProtocolError(f"the quickstart's device agent failed ({last}); try --no-flash")
+    with contextlib.ExitStack() as cleanup:
+        relay = Relay(Faults(rate=BAUD / 10))  # 8N1: ten bits on the wire per byte
+        cleanup.callback(relay.close)
+        with open(log, "w") as agent_log:
+            command = [sys.executable, "-m", "sdk.cli", "agent"]
+            agent = subprocess.Popen(
+                [*command, "--port", relay.agent_port, "--root", str(device)],
+                stdout=agent_log,
+                stderr=subprocess.STDOUT,
+            )
+        cleanup.callback(_stop, agent)
+        flasher = serial_flasher(relay.host_port, BAUD, retries=1)
+        cleanup.callback(flasher.link.close)
+        try:
+            start = time.perf_counter()
+            installed = flasher.flash(artifact, activate="test")
+            flasher.confirm()
+            flasher.flash(delta_path)
+            seconds = time.perf_counter() - start
+            status = flasher.status()
+        except ProtocolError as exc:
+            said = log.read_text(errors="replace").strip().splitlines() or ["nothing"]
+            raise ProtocolError(
+                f"{exc} — the simulated device said: {said[-1]} (log: {log}); try --no-flash"
+            ) from None
     print(
         f"installed {installed['model']} in slot {installed['slot']}, confirmed, plus the "
         f"{DOMAIN} delta: {flasher.stats.data_wire_bytes:,} bytes on the wire in {seconds:.1f} s"
     )
     print("\n".join(status_lines(status)))
+
+
+def _stop(process: Any) -> None:
+    """Terminate ``process``, and kill it if it has not gone within 10 s."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -33,11 +33,11 @@ from sdk.models.tasks import (
 def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int) -> torch.Tensor:
     """``q[B,L,d], k[B,n,d], v[B,n,d] -> [B,L,d]``: softmax attention over each row's top-K keys.
 
-    Scores ``q k^T / sqrt(d)``; each query keeps its ``min(topk, n)`` largest scores, ties
-    broken towards the lower key index; softmax over the kept scores; weighted sum of the
-    kept ``v`` rows. Under ONNX export it emits ``TopK``, which the ONNX spec defines to
-    return the lower index first on ties; eager mode uses :func:`_topk_lower_index_first`,
-    so both select the same keys.
+    Scores ``q k^T / sqrt(d)`` (computed as ``(k q^T)^T``); each query keeps its
+    ``min(topk, n)`` largest scores, ties broken towards the lower key index; softmax over
+    the kept scores; weighted sum of the kept ``v`` rows. Under ONNX export it emits
+    ``TopK``, which the ONNX spec defines to return the lower index first on ties; eager
+    mode uses :func:`_topk_lower_index_first`, so both select the same keys.
     """
     kk = min(int(topk), k.shape[1])
     # k q^T rather than q k^T: the same dot products, but [n, d] @ [d, L] is the shape CPU
@@ -65,7 +65,9 @@ def _topk_lower_index_first(scores: torch.Tensor, kk: int) -> tuple[torch.Tensor
     """
     kept, index = torch.topk(scores, kk, dim=-1)
     kth = kept[..., -1:]
-    if bool(((scores >= kth).sum(-1) == kk).all()):  # no excluded entry ties the K-th
+    # No excluded entry equals the K-th value. (Not `(scores >= kth).sum() == K`: torch.topk
+    # ranks NaN first, NaN >= kth is False, and such rows would take the tie path wrongly.)
+    if bool(((scores == kth).sum(-1) == (kept == kth).sum(-1)).all()):
         return kept, index
     above = scores > kth
     tie = scores == kth

@@ -74,3 +74,10 @@ def test_safe_paths():
     assert safe_path("model.onnx") and safe_path("plugins/libsemedge.so")
     assert not safe_path("../model.onnx") and not safe_path("/model.onnx")
     assert not safe_path("a//b") and not safe_path("a/../b")
+
+
+def test_a_root_that_cannot_hold_models_is_a_one_line_refusal(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SlotError, match="give --root a writable directory"):
+        SlotStore(blocker / "root")

@@ -149,3 +149,17 @@ def test_mostly_black_images_do_not_collapse_to_black(family):
     mean_psnr = -10 * torch.log10(((test_set.images - mean_image) ** 2).mean()).item()
     psnr = evaluate(model, test_set, [10.0])[0]["psnr"]
     assert psnr > mean_psnr + 1.0, (psnr, mean_psnr)
+
+
+def test_runs_saved_before_data_and_pixel_mean_were_recorded_still_resume(tmp_path, digits):
+    config = TrainConfig(epochs=1, batch_size=256, progress=False, data="digits")
+    train(_tiny(digits), digits, config, tmp_path)
+    state_path = tmp_path / sdk.train.STATE_FILE
+    state = torch.load(state_path, weights_only=True)
+    del state["config"]["data"]  # as written by the first release
+    del state["model"]["args"]["pixel_mean"]
+    torch.save(state, state_path)
+    longer = TrainConfig(epochs=2, batch_size=256, progress=False, data="digits")
+    assert len(train(_tiny(digits), digits, longer, tmp_path)) == 2
+    with pytest.raises(TrainError, match="different model or config"):
+        train(_tiny(digits, hidden=4), digits, longer, tmp_path)

@@ -9,7 +9,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdk.models.kem import ETFProjection, KEMModule, KEMTransceiver, simplex_etf, topk_attention
+from sdk.models.kem import (
+    ETFProjection,
+    KEMModule,
+    KEMTransceiver,
+    _topk_lower_index_first,
+    simplex_etf,
+    topk_attention,
+)
 
 
 def _dense(q, k, v):
@@ -134,3 +141,10 @@ def test_selection_matches_a_stable_descending_sort_under_heavy_ties(n, topk, se
     order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :kk]
     want = torch.zeros(2, 3, n, dtype=torch.bool).scatter_(-1, order, True)
     assert torch.equal(topk_attention(q, k, eye, topk) > 0, want)
+
+
+def test_a_nan_score_is_kept_as_torch_topk_and_onnx_topk_keep_it():
+    """NaN ranks first in torch.topk; the tie fix-up must not treat its row as tied."""
+    scores = torch.tensor([[[0.1, float("nan"), 0.5, 0.3, 0.2]]])
+    _, index = _topk_lower_index_first(scores, 2)
+    assert sorted(index.flatten().tolist()) == [1, 2]
