@@ -128,6 +128,33 @@ def evaluate(
     return rows
 
 
+def reconstructions(
+    model: nn.Module,
+    dataset: ImageDataset,
+    snrs_db: Sequence[float],
+    count: int = 8,
+    seed: int = 0,
+    domain: str | None = None,
+    strength: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """``count`` images spread over ``dataset`` and the model's reconstruction of them at
+    each SNR, keyed by row label (for :func:`image_grid`). Noise is seeded as in
+    :func:`evaluate`, so the same ``seed`` gives the same channel realisation."""
+    picks = dataset.subset(range(0, len(dataset), max(1, len(dataset) // count))[:count])
+    images = _shifted(picks, domain, strength).images if domain else picks.images
+    rows = {f"{domain} input" if domain else "original": images}
+    model.eval()
+    for snr in snrs_db:
+        check_snr(float(snr))
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(seed)
+            outputs = model(images, float(snr))
+        if "recon" not in outputs:
+            raise DataError(f"{type(model).__name__} has no reconstruction output to show")
+        rows[f"@ {snr:g} dB"] = outputs["recon"]
+    return rows
+
+
 def _batch_metrics(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]):
     """Metric sums (not means) over one batch."""
     sums = {}

@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--delta", metavar="FILE", help="activate this ZFDA delta (semedge adapt zfda) first"
     )
     p.add_argument("--plot", metavar="PNG", help="also plot the metrics vs SNR to this file")
+    p.add_argument(
+        "--examples",
+        metavar="PNG",
+        help="also save 8 test images and their reconstructions at each SNR to this file",
+    )
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead")
     p.set_defaults(func=run)
 
@@ -51,7 +56,14 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from sdk.data import load_dataset
-    from sdk.evaluate import check_compatible, evaluate, format_table, plot
+    from sdk.evaluate import (
+        check_compatible,
+        evaluate,
+        format_table,
+        image_grid,
+        plot,
+        reconstructions,
+    )
     from sdk.options import parse_snrs
     from sdk.train import dataset_of
 
@@ -63,8 +75,15 @@ def run(args: argparse.Namespace) -> int:
         model, dataset, snrs, seed=args.seed, domain=args.domain, strength=args.strength
     )
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    figures = []
     if args.plot:
-        path = plot(rows, args.plot, title=f"{args.checkpoint} on {dataset.name}")
-        if not args.json:
-            print(f"plot: {path}")
+        figures.append(plot(rows, args.plot, title=f"{args.checkpoint} on {dataset.name}"))
+    if args.examples:
+        shown = reconstructions(
+            model, dataset, snrs, seed=args.seed, domain=args.domain, strength=args.strength
+        )
+        figures.append(image_grid(shown, args.examples, title=f"{args.checkpoint}"))
+    if not args.json:
+        for path in figures:
+            print(f"figure: {path}")
     return 0

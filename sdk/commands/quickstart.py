@@ -140,25 +140,21 @@ def _adapt(model: Any, train_set: Any, test_set: Any, out: Path, preset: Preset,
     from sdk.data import ImageDataset
     from sdk.data.shifts import apply_shift
     from sdk.delta import TorchDeltas, save_delta
-    from sdk.evaluate import evaluate, image_grid
+    from sdk.evaluate import evaluate, image_grid, reconstructions
 
     images = _spread(train_set, preset.zfda_patches).images
     shifted = ImageDataset(f"patches@{DOMAIN}", apply_shift(images, DOMAIN))
     delta = adapt_zfda(model, shifted, DOMAIN, ZFDAConfig(epochs=preset.zfda_epochs, seed=seed))
     path = save_delta(delta, out / f"{DOMAIN}.delta.safetensors")
-    picks = _spread(test_set, 8).images
-    shifted_picks = apply_shift(picks, DOMAIN)
-
-    def received(images: Any) -> Any:
-        torch.manual_seed(seed)  # the same channel noise for every row of the figure
-        with torch.no_grad():
-            return model(images, REPORT_DB)["recon"]
-
+    original, received = reconstructions(model, test_set, [REPORT_DB], seed=seed).values()
+    camera, base_view = reconstructions(
+        model, test_set, [REPORT_DB], seed=seed, domain=DOMAIN
+    ).values()
     examples = {
-        "original": picks,
-        f"received @ {REPORT_DB:g} dB": received(picks),
-        f"{DOMAIN} camera": shifted_picks,
-        "base model": received(shifted_picks),
+        "original": original,
+        f"received @ {REPORT_DB:g} dB": received,
+        f"{DOMAIN} camera": camera,
+        "base model": base_view,
     }
     with torch.no_grad():
         symbols = model.transmitter(test_set.images[:64])
@@ -167,7 +163,9 @@ def _adapt(model: Any, train_set: Any, test_set: Any, out: Path, preset: Preset,
     deltas = TorchDeltas(model)
     deltas.activate(deltas.load(path))
     adapted = evaluate(model, test_set, [REPORT_DB], domain=DOMAIN)[0]["psnr"]
-    examples["with the delta"] = received(shifted_picks)
+    examples["with the delta"] = reconstructions(
+        model, test_set, [REPORT_DB], seed=seed, domain=DOMAIN
+    )[f"@ {REPORT_DB:g} dB"]
     deltas.deactivate()
     with torch.no_grad():
         identical = torch.equal(model.receiver(symbols)["recon"], before)

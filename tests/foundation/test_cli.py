@@ -21,12 +21,13 @@ def trained(tmp_path_factory):
 
 def test_train_then_eval_with_plot_and_json(trained, tmp_path, capsys):
     capsys.readouterr()
-    png = tmp_path / "sweep.png"
+    png, shown = tmp_path / "sweep.png", tmp_path / "shown.png"
     ck = str(trained / "checkpoint")
-    assert main(["eval", ck, "--data", "digits", "--snr", "0,10", "--plot", str(png)]) == 0
+    figures = ["--plot", str(png), "--examples", str(shown)]
+    assert main(["eval", ck, "--data", "digits", "--snr", "0,10", *figures]) == 0
     table = capsys.readouterr().out
     assert "PSNR dB" in table and "acc %" in table and table.count("DeepJSCC") == 2
-    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert png.read_bytes()[:4] == b"\x89PNG" and shown.read_bytes()[:4] == b"\x89PNG"
     # the --out folder, and the dataset it was trained on by default
     assert main(["eval", str(trained), "--snr", "10"]) == 0
     assert "DeepJSCC" in capsys.readouterr().out
