@@ -140,7 +140,7 @@ def reconstructions(
     """``count`` images spread over ``dataset`` and the model's reconstruction of them at
     each SNR, keyed by row label (for :func:`image_grid`). Noise is seeded as in
     :func:`evaluate`, so the same ``seed`` gives the same channel realisation."""
-    picks = dataset.subset(range(0, len(dataset), max(1, len(dataset) // count))[:count])
+    picks = dataset.spread(count)
     images = _shifted(picks, domain, strength).images if domain else picks.images
     rows = {f"{domain} input" if domain else "original": images}
     model.eval()

