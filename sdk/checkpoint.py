@@ -8,27 +8,38 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from sdk.errors import CheckpointError
 from sdk.files import staged_directory
 from sdk.fingerprint import model_fingerprint
-from sdk.models.registry import build_model
+
+if TYPE_CHECKING:  # torch is imported by the functions that need it: the paths and config
+    from torch import nn  # readers serve torch-free code (ONNX Runtime artifacts)
 
 FORMAT = "semedge.checkpoint"
 FORMAT_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+RUN_CHECKPOINT = "checkpoint"  # where `semedge train` keeps the checkpoint in its --out folder
+
+
+def resolve(path: str | Path) -> Path:
+    """``path`` itself, or ``path/checkpoint`` when ``path`` is a ``semedge train`` output
+    folder, so every command takes either."""
+    path = Path(path)
+    inner = path / RUN_CHECKPOINT
+    return inner if not (path / CONFIG).exists() and inner.is_dir() else path
 
 
 def save_checkpoint(
     model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None
 ) -> Path:
     """Write ``model`` (which must carry ``.config``) as a checkpoint directory at ``path``."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     config = {
         "format": FORMAT,
@@ -53,7 +64,7 @@ def save_checkpoint(
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint, with one-line errors for bad folders."""
-    path = Path(path)
+    path = resolve(path)
     cfg_path = path / CONFIG
     if not path.is_dir():
         raise CheckpointError(
@@ -79,7 +90,11 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path, verify: bool = True) -> nn.Module:
     """Rebuild the model named in ``config.json`` and load its weights (strictly)."""
-    path = Path(path)
+    from safetensors.torch import load_file
+
+    from sdk.models.registry import build_model
+
+    path = resolve(path)
     config = read_config(path)
     model = build_model(config["model"], **config.get("args", {}))
     try:

@@ -46,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     except SemedgeError as exc:
         print(f"semedge {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a path, permission or full disk that no specific check caught
+        print(
+            f"semedge {args.command}: error: {exc}; check the path, its permissions and the "
+            "free space",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(f"semedge {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -39,13 +39,12 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from sdk.checkpoint import read_config, save_checkpoint
+from sdk.checkpoint import RUN_CHECKPOINT, read_config, save_checkpoint
 from sdk.data import DATASETS, ImageDataset
 from sdk.errors import SemedgeError
 from sdk.models.channels import check_snr
 from sdk.models.registry import build_model, model_class
 
-CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "train_state.pt"
 DEFAULT_WEIGHTS = {"recon": 1.0, "logits": 1.0, "mask_logits": 1.0, "aux": 1.0}
 SCHEDULES = ("cosine", "constant")
@@ -81,9 +80,9 @@ class TrainConfig:
         check_snr(torch.tensor([lo, hi]))
         if lo > hi:
             raise TrainError(f"SNR range {lo},{hi} is reversed; give it as low,high in dB")
-        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise TrainError(
-                f"need epochs >= 0, batch_size >= 1, lr > 0; got {self.epochs}, "
+                f"need epochs >= 1, batch_size >= 1, lr > 0; got {self.epochs}, "
                 f"{self.batch_size}, {self.lr}"
             )
         if self.schedule not in SCHEDULES:
@@ -224,6 +223,12 @@ def train(
     history: list[dict[str, float]] = []
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
+        try:  # fail now, not after the first epoch
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrainError(
+                f"cannot create the output folder {out} ({exc.strerror}); choose another --out"
+            ) from None
         history = _restore(out, model, optimizer, config, resume)
     net: nn.Module = model
     if world > 1:
@@ -416,25 +421,18 @@ def _save(
     tmp = out / f".{STATE_FILE}.tmp"
     torch.save(state, tmp)
     os.replace(tmp, out / STATE_FILE)
-    save_checkpoint(model, out / CHECKPOINT_DIR, extra={"epoch": epoch, "train": config.to_json()})
+    save_checkpoint(model, out / RUN_CHECKPOINT, extra={"epoch": epoch, "train": config.to_json()})
 
 
 def _model_identity(model: nn.Module) -> dict[str, Any]:
     return {"class": type(model).__name__, "args": getattr(model, "config", {})}
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """``path`` itself, or ``path/checkpoint`` when ``path`` is a training output folder."""
-    path = Path(path)
-    inner = path / CHECKPOINT_DIR
-    return inner if not (path / "config.json").exists() and inner.is_dir() else path
-
-
 def dataset_of(checkpoint: str | Path, requested: str | None) -> str:
     """``requested``, else the dataset ``checkpoint`` was trained on, else ``patches``."""
     if requested:
         return requested
-    trained = read_config(resolve_checkpoint(checkpoint)).get("train", {})
+    trained = read_config(checkpoint).get("train", {})
     return str(trained.get("data") or "patches")
 
 

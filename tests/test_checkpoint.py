@@ -77,7 +77,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, tiny_jscc, mon
     def power_cut(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("sdk.checkpoint.save_file", power_cut)
+    monkeypatch.setattr("safetensors.torch.save_file", power_cut)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(changed, path)
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before
@@ -104,3 +104,11 @@ def test_a_failed_swap_puts_the_previous_checkpoint_back(tmp_path, tiny_jscc, mo
         save_checkpoint(DeepJSCC(**tiny_jscc.config), path)
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_a_training_output_folder_stands_for_its_checkpoint(tmp_path, tiny_jscc):
+    save_checkpoint(tiny_jscc, tmp_path / "run" / "checkpoint")
+    loaded = load_checkpoint(tmp_path / "run")  # what `semedge train --out run` made
+    assert model_fingerprint(loaded) == model_fingerprint(tiny_jscc)
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        load_checkpoint(tmp_path)  # a folder that holds neither

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "split seen through DOMAIN, and write them as a delta file that `semedge eval "
         "--delta` and the runtimes switch on and off. The checkpoint is not modified.",
     )
-    z.add_argument("checkpoint", help="checkpoint folder the delta is made for")
+    z.add_argument(
+        "checkpoint", help="checkpoint folder (or semedge train --out folder) the delta is for"
+    )
     z.add_argument(
         "--domain", required=True, help="local domain: rotation | perspective | contrast | hue"
     )
@@ -47,10 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sdk.adapt.zfda import ZFDAConfig, adapt_zfda
-    from sdk.checkpoint import WEIGHTS, load_checkpoint
+    from sdk.checkpoint import WEIGHTS, load_checkpoint, resolve
     from sdk.data import ImageDataset, load_dataset
     from sdk.data.shifts import apply_shift
     from sdk.delta import save_delta
@@ -67,17 +67,18 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     config.validate()
-    model = load_checkpoint(args.checkpoint)
-    data = load_dataset(dataset_of(args.checkpoint, args.data), "train")
+    checkpoint = resolve(args.checkpoint)
+    data = load_dataset(dataset_of(checkpoint, args.data), "train")
     images = data.images[: args.limit] if args.limit else data.images
-    shifted = ImageDataset(
+    shifted = ImageDataset(  # before the model loads: a bad --domain fails fast
         f"{data.name}@{args.domain}", apply_shift(images, args.domain, args.strength)
     )
+    model = load_checkpoint(checkpoint)
     history: list[dict[str, float]] = []
     delta = adapt_zfda(model, shifted, args.domain, config, history)
     path = save_delta(delta, args.out, args.index_encoding)
     size = path.stat().st_size
-    base = (Path(args.checkpoint) / WEIGHTS).stat().st_size
+    base = (checkpoint / WEIGHTS).stat().st_size
     summary = delta.summary()
     print(
         f"wrote {path}: domain {args.domain}, {delta.nnz} entries "

@@ -41,9 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_model(args: argparse.Namespace) -> Any:
     """The model to evaluate (the one place to change what ``eval`` runs)."""
     from sdk.checkpoint import load_checkpoint
-    from sdk.train import resolve_checkpoint
 
-    model = load_checkpoint(resolve_checkpoint(args.checkpoint))
+    model = load_checkpoint(args.checkpoint)
     if args.delta:
         from sdk.delta import TorchDeltas
 

@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dynamic batch, checked with onnx.checker and shape inference). The chain has no "
         "channel (noiseless), for comparing backends.",
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint directory (semedge train)")
+    p.add_argument(
+        "checkpoint", metavar="CKPT", help="checkpoint folder, or the --out folder of semedge train"
+    )
     p.add_argument("--out", required=True, help="output .onnx path")
     p.add_argument(
         "--part", default="chain", choices=("transmitter", "receiver", "chain"), help="(chain)"

@@ -130,7 +130,7 @@ def _adapt(model: Any, train_set: Any, test_set: Any, out: Path, preset: Preset,
     import torch
 
     from sdk.adapt.zfda import ZFDAConfig, adapt_zfda
-    from sdk.checkpoint import WEIGHTS
+    from sdk.checkpoint import RUN_CHECKPOINT, WEIGHTS
     from sdk.data import ImageDataset
     from sdk.data.shifts import apply_shift
     from sdk.delta import TorchDeltas, save_delta
@@ -164,7 +164,7 @@ def _adapt(model: Any, train_set: Any, test_set: Any, out: Path, preset: Preset,
     with torch.no_grad():
         identical = torch.equal(model.receiver(symbols)["recon"], before)
     png = image_grid(examples, out / "examples.png", title=f"held-out photo, SNR {REPORT_DB:g} dB")
-    share = 100 * path.stat().st_size / (out / "checkpoint" / WEIGHTS).stat().st_size
+    share = 100 * path.stat().st_size / (out / RUN_CHECKPOINT / WEIGHTS).stat().st_size
     print(
         f"delta {path}: {delta.nnz} weights, {path.stat().st_size:,} bytes "
         f"({share:.2f} % of the checkpoint)\n"
@@ -189,7 +189,7 @@ def _deploy(model: Any, test_set: Any, out: Path, delta_path: Path) -> Path:
     from sdk.evaluate import psnr
 
     artifact = build(
-        out / "checkpoint",
+        out,
         out / "artifact-rx",
         backend="onnxrt",
         part="receiver",

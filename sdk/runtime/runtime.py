@@ -35,7 +35,9 @@ class DeltaTargetError(RunnerError):
 
 
 def _is_checkpoint(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file()
+    from sdk.checkpoint import CONFIG, resolve
+
+    return (resolve(path) / CONFIG).is_file()
 
 
 class Runtime:

@@ -59,6 +59,10 @@ def test_resume_flag_extends_a_run(trained, capsys):
         (["eval", "{ck}", "--data", "digits", "--snr", "1000"], "not linear"),
         (["eval", "{ck}", "--data", "digits", "--domain", "fog"], "unknown domain"),
         (["eval", "{ck}", "--data", "mnist"], "expects 1x16x16 images"),
+        (["train", "--data", "digits", "--epochs", "0", "--out", "{tmp}"], "epochs >= 1"),
+        (["train", "--data", "digits", "--out", "/proc/semedge/run"], "cannot create the output"),
+        (["adapt", "zfda", "{ck}", "--domain", "fog", "--out", "{tmp}/d"], "unknown domain 'fog'"),
+        (["keygen", "--out", "/proc/semedge/key"], "check the path, its permissions"),
     ],
 )
 def test_bad_input_is_one_line(argv, message, trained, tmp_path, capsys):

@@ -6,12 +6,11 @@ import pytest
 import torch
 
 import sdk.train
-from sdk.checkpoint import load_checkpoint
+from sdk.checkpoint import RUN_CHECKPOINT, load_checkpoint
 from sdk.data import load_dataset
 from sdk.evaluate import evaluate
 from sdk.models import DeepJSCC
 from sdk.train import (
-    CHECKPOINT_DIR,
     TrainConfig,
     TrainError,
     build_for_data,
@@ -43,7 +42,7 @@ def test_short_training_on_real_patches_beats_untrained(tmp_path):
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
     assert history[-1]["val_loss"] < history[0]["val_loss"]
     assert after > before + 5.0, (before, after)
-    loaded = load_checkpoint(tmp_path / CHECKPOINT_DIR)
+    loaded = load_checkpoint(tmp_path / RUN_CHECKPOINT)
     for (name, a), (_, b) in zip(
         model.state_dict().items(), loaded.state_dict().items(), strict=True
     ):
