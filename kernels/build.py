@@ -1,5 +1,6 @@
-"""Compile the CUDA kernels: nvcc fatbins (+ resource check), the TensorRT plugin, and the
-host-emulation library the tests run the same sources through.
+"""Compile the kernels: nvcc fatbins (+ resource check), the TensorRT plugin, the
+host-emulation library the tests run the same sources through, and the CPU top-K selection
+of the torch path.
 
 ``python -m kernels.build [--out DIR] [--plugin]`` — fatbins for sm_87 (Jetson Orin),
 sm_110 (Jetson Thor) and compute_87 PTX (JIT for newer GPUs). ptxas' own report
@@ -12,6 +13,7 @@ checked the same way (STACK, LOCAL).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import re
@@ -25,6 +27,7 @@ from pathlib import Path
 from sdk.errors import SemedgeError
 
 ROOT = Path(__file__).resolve().parent
+DEFAULT_OUT = Path(tempfile.gettempdir()) / "semedge-kernels"
 KERNELS = {
     "topk_memory": ROOT / "topk_memory" / "topk_memory.cu",
     "sparse_delta": ROOT / "sparse_delta" / "sparse_delta.cu",
@@ -148,7 +151,10 @@ def _tool(name: str, why: str) -> str:
 
 
 def _run(command: list[str]) -> str:
-    done = subprocess.run(command, capture_output=True, text=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True)
+    except OSError as error:  # e.g. $CXX names a compiler that is not there
+        raise KernelBuildError(f"cannot run {command[0]}: {error.strerror}; fix $CXX or PATH")
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         raise KernelBuildError(f"{Path(command[0]).name} failed: {' | '.join(tail)}")
@@ -271,6 +277,30 @@ def build_emulation(out: Path, block: int = 32, shared_k: int = 16) -> Path:
     return library
 
 
+def build_cpu_select(out: Path) -> Path:
+    """Compile ``topk_memory/topk_select_cpu.cpp`` into a shared library (once per source).
+
+    The file name carries a hash of the source, so an edited source builds a new library;
+    the compiler writes a temporary file that is renamed into place, so processes building
+    at the same time never load a half-written library. Portable flags (no -march=native):
+    the cache may be shared between machines.
+    """
+    source = ROOT / "topk_memory" / "topk_select_cpu.cpp"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    library = out / f"topk_select_cpu_{digest}.so"
+    if library.exists():
+        return library
+    compiler = os.environ.get("CXX") or _tool("g++", "compile the CPU top-K selection")
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / f".{library.name}.{os.getpid()}"
+    try:
+        _run([compiler, "-std=c++17", "-O3", "-fPIC", "-shared", str(source), "-o", str(partial)])
+        os.replace(partial, library)
+    finally:
+        partial.unlink(missing_ok=True)
+    return library
+
+
 def resource_table(usage: dict[str, list[Resources]]) -> str:
     """Markdown table of the ptxas report (used in docs/kernels.md)."""
     rows = [
@@ -295,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "semedge-kernels",
+        default=DEFAULT_OUT,
         help="output folder for fatbins / plugin (default: %(default)s)",
     )
     parser.add_argument("--plugin", action="store_true", help="also build the TensorRT plugin")

@@ -11,19 +11,17 @@ pycuda is imported lazily; without it (or without a GPU) construction raises
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kernels.build import TOPK_BLOCK, build_fatbins
+from kernels.build import DEFAULT_OUT, TOPK_BLOCK, build_fatbins
 from kernels.emulated import suffix
 from kernels.reference import _check_delta, _check_topk
 from sdk.errors import SemedgeError, missing
 
 DELTA_BLOCK = 256
-DEFAULT_FATBINS = Path(tempfile.gettempdir()) / "semedge-kernels"
 
 
 class KernelRuntimeError(SemedgeError):
@@ -38,7 +36,7 @@ def topk_workspace_bytes(rows: int, n: int, topk: int) -> int:
 class CudaKernels:
     """Loaded kernel modules on device 0 (its primary context)."""
 
-    def __init__(self, fatbin_dir: Path = DEFAULT_FATBINS) -> None:
+    def __init__(self, fatbin_dir: Path = DEFAULT_OUT) -> None:
         try:
             import pycuda.driver as cuda
         except ImportError:

@@ -16,7 +16,9 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from kernels.cpu import TopKSelect, topk_select
 from sdk.models.base import Transceiver
 from sdk.models.registry import register
 from sdk.models.tasks import (
@@ -29,24 +31,24 @@ from sdk.models.tasks import (
     task_symbols,
 )
 
+_CONV_MIN_KEYS = 8192  # see _key_major_dots
+
 
 def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int) -> torch.Tensor:
     """``q[B,L,d], k[B,n,d], v[B,n,d] -> [B,L,d]``: softmax attention over each row's top-K keys.
 
-    Scores ``q k^T / sqrt(d)`` (computed as ``(k q^T)^T``); each query keeps its
-    ``min(topk, n)`` largest scores, ties broken towards the lower key index; softmax over
-    the kept scores; weighted sum of the kept ``v`` rows. Under ONNX export it emits
-    ``TopK``, which the ONNX spec defines to return the lower index first on ties; eager
-    mode uses :func:`_topk_lower_index_first`, so both select the same keys.
+    Scores ``q k^T / sqrt(d)``; each query keeps its ``min(topk, n)`` largest scores, ties
+    broken towards the lower key index; softmax over the kept scores; weighted sum of the
+    kept ``v`` rows. Under ONNX export it emits ``MatMul`` and ``TopK``, which the ONNX spec
+    defines to return the lower index first on ties; eager mode selects with
+    :func:`_top_keys`, so both keep the same keys.
     """
     kk = min(int(topk), k.shape[1])
-    # k q^T rather than q k^T: the same dot products, but [n, d] @ [d, L] is the shape CPU
-    # GEMMs handle well (measured 2.5x faster at n=16k, L=16, d=128 in torch 2.13).
-    scores = (k @ q.transpose(1, 2) / math.sqrt(q.shape[-1])).transpose(1, 2).contiguous()
+    scale = 1.0 / math.sqrt(q.shape[-1])
     if torch.onnx.is_in_onnx_export():
-        kept, index = torch.topk(scores, kk, dim=-1)
+        kept, index = torch.topk((k @ q.transpose(1, 2) * scale).transpose(1, 2), kk, dim=-1)
     else:
-        kept, index = _topk_lower_index_first(scores, kk)
+        kept, index = _top_keys(_key_major_dots(q, k), kk, scale)
     weights = torch.softmax(kept, dim=-1)  # [B, L, K]
     b, n, d = v.shape
     # Gather the K kept rows of v by flat row index (ONNX: one Gather on axis 0).
@@ -55,21 +57,77 @@ def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int)
     return (weights[:, :, None, :] @ rows_v).squeeze(2)
 
 
-def _topk_lower_index_first(scores: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.topk`` whose kept *set* breaks ties at the cut towards lower indices.
+def _key_major_dots(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``k q^T`` as ``[B, n, L]`` (unscaled): each key's L dot products side by side.
 
-    torch.topk promises no order among equal values. The kept set is only ambiguous when the
-    K-th value also occurs outside the kept entries; then (eager only, rare) every entry
-    above the K-th value is kept plus the lowest-index entries equal to it. A stable sort
-    does the same but measured ~14x slower at n=16k, L=16 (the kernel benchmark size).
+    ``[n, d] @ [d, L]`` is the shape CPU GEMMs handle well (2.5x faster than ``q k^T`` in
+    torch 2.13 at n=16k, L=16, d=128). On CPU, a single batch element with many keys runs it
+    as a 1x1 convolution over ``k`` viewed channels-last, which torch hands to oneDNN: 1.3x
+    faster than its sgemm at n=16k on the benchmark CPU, but ~30 us of fixed cost makes it
+    slower below ~4k keys (:data:`_CONV_MIN_KEYS`).
     """
-    kept, index = torch.topk(scores, kk, dim=-1)
-    kth = kept[..., -1:]
-    # No excluded entry equals the K-th value. (Not `(scores >= kth).sum() == K`: torch.topk
-    # ranks NaN first, NaN >= kth is False, and such rows would take the tie path wrongly.)
-    if bool(((scores == kth).sum(-1) == (kept == kth).sum(-1)).all()):
+    b, n, d = k.shape
+    if b > 1 or n < _CONV_MIN_KEYS or k.device.type != "cpu":
+        return torch.bmm(k, q.transpose(1, 2))
+    pixels = k.reshape(1, n, 1, d).permute(0, 3, 1, 2)  # [1, d, n, 1], channels-last
+    return F.conv2d(pixels, q.reshape(-1, d, 1, 1)).permute(0, 2, 3, 1).view(1, n, -1)
+
+
+def _top_keys(dots: torch.Tensor, kk: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``kk`` best keys of ``scale * dots[B, n, L]`` → ``(scores, index)``, each ``[B, L, kk]``.
+
+    On the CPU the C++ selection of :mod:`kernels.cpu` picks the keys (exact, ties to the
+    lower index); the kept scores are gathered from ``dots`` so gradients flow as usual.
+    Elsewhere (or without a C++ compiler) see :func:`_top_keys_torch`.
+    """
+    select = _native_select(dots)
+    if select is None:
+        return _top_keys_torch(dots, kk, scale)
+    b, n, rows = dots.shape
+    index = torch.empty(b, rows, kk, dtype=torch.int64)
+    select(dots.data_ptr(), b, n, rows, scale, kk, index.data_ptr())
+    return dots.gather(1, index.transpose(1, 2)).transpose(1, 2) * scale, index
+
+
+def _native_select(dots: torch.Tensor) -> TopKSelect | None:
+    if dots.device.type != "cpu" or dots.dtype != torch.float32 or not dots.is_contiguous():
+        return None
+    return topk_select()
+
+
+def _top_keys_torch(dots: torch.Tensor, kk: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_top_keys` with ``torch.topk``: any device and dtype.
+
+    One ``torch.topk`` of ``kk + 1`` on the unscaled dots: scaling by a positive float keeps
+    their order, so the kept set is right unless the K-th and (K+1)-th *scaled* scores are
+    equal — a tie at the cut (torch.topk promises no order among equal values) or two dots
+    that round together once scaled. Only then (rare) are those rows redone by
+    :func:`_lower_index_first` on the scaled scores. Scaling K+1 values instead of all n
+    and checking one pair instead of the whole row measured 1.4x faster at n=16k, L=16.
+    """
+    n = dots.shape[1]
+    values, index = torch.topk(dots, min(kk + 1, n), dim=1)
+    values, index = values.transpose(1, 2) * scale, index.transpose(1, 2)
+    kept, index = values[..., :kk], index[..., :kk]
+    if kk == n:
         return kept, index
-    above = scores > kth
+    kth = values[..., kk - 1 : kk]
+    tied = kth == values[..., kk:]  # NaN never ties: a NaN K-th keeps torch.topk's choice
+    if bool(tied.any()):
+        exact_kept, exact_index = _lower_index_first(dots.transpose(1, 2) * scale, kth, kk)
+        kept, index = torch.where(tied, exact_kept, kept), torch.where(tied, exact_index, index)
+    return kept, index
+
+
+def _lower_index_first(
+    scores: torch.Tensor, kth: torch.Tensor, kk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep every score above the K-th value ``kth`` plus the lowest-index ones equal to it.
+
+    ``scores[B, L, n]``; NaN counts as above, as torch.topk and ONNX TopK rank it first. A
+    stable sort does the same but measured ~14x slower at n=16k, L=16.
+    """
+    above = ~(scores <= kth)
     tie = scores == kth
     take = above | (tie & (tie.cumsum(-1) <= kk - above.sum(-1, keepdim=True)))
     rank = torch.arange(scores.shape[-1], 0, -1, device=scores.device)  # distinct, lower first

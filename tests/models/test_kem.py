@@ -6,17 +6,28 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import kernels.cpu
 from sdk.models.kem import (
     ETFProjection,
     KEMModule,
     KEMTransceiver,
-    _topk_lower_index_first,
+    _top_keys,
     simplex_etf,
     topk_attention,
 )
+
+
+@pytest.fixture(params=["native", "torch.topk"])
+def selection(request, monkeypatch):
+    """Run the test with each top-K selection: the C++ one of kernels.cpu and torch.topk."""
+    if request.param == "torch.topk":
+        monkeypatch.setenv("SEMEDGE_NATIVE_TOPK", "0")
+    elif kernels.cpu.topk_select() is None:
+        pytest.skip("no C++ compiler: the CPU selection cannot be built")
+    return request.param
 
 
 def _dense(q, k, v):
@@ -49,7 +60,7 @@ def test_topk_keeps_the_k_best_keys_and_softmaxes_over_them():
     torch.testing.assert_close(att.sum(-1), torch.ones(3, 4))
 
 
-def test_ties_keep_the_lower_index():
+def test_ties_keep_the_lower_index(selection):
     # every key is identical: all scores tie, so the first K indices must be kept
     q = torch.randn(2, 3, 4)
     k = torch.ones(2, 40, 4)
@@ -129,22 +140,66 @@ def test_skem_and_kem_differ_only_by_the_projection():
     assert set(skem.state_dict()) - set(kem.state_dict()) == {"transmitter.project.etf"}
 
 
-@settings(max_examples=40, deadline=None)
-@given(n=st.integers(2, 60), topk=st.integers(1, 60), seed=st.integers(0, 999))
-def test_selection_matches_a_stable_descending_sort_under_heavy_ties(n, topk, seed):
+def _kept_sets(q, k, topk):
+    """Which keys each query keeps, read off the output with ``v`` = identity rows."""
+    eye = torch.eye(k.shape[1]).expand(k.shape[0], -1, -1).contiguous()
+    out = topk_attention(q, k, eye, topk)
+    return [[set(torch.nonzero(row).flatten().tolist()) for row in batch] for batch in out]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(2, 60),
+    topk=st.integers(1, 60),
+    batch=st.sampled_from([1, 2]),  # one element and batches compute the dots differently
+    seed=st.integers(0, 999),
+)
+def test_selection_matches_a_stable_descending_sort_under_heavy_ties(
+    selection, n, topk, batch, seed
+):
     g = torch.Generator().manual_seed(seed)
-    q = torch.randint(-1, 2, (2, 3, 2), generator=g).float()
-    k = torch.randint(-1, 2, (2, n, 2), generator=g).float()  # few distinct scores: many ties
-    eye = torch.eye(n).expand(2, n, n).contiguous()
+    q = torch.randint(-1, 2, (batch, 3, 2), generator=g).float()
+    k = torch.randint(-1, 2, (batch, n, 2), generator=g).float()  # few distinct scores: ties
     scores = q @ k.transpose(1, 2)
     kk = min(topk, n)
     order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :kk]
-    want = torch.zeros(2, 3, n, dtype=torch.bool).scatter_(-1, order, True)
-    assert torch.equal(topk_attention(q, k, eye, topk) > 0, want)
+    want = [[set(row.tolist()) for row in b] for b in order]
+    assert _kept_sets(q, k, topk) == want
 
 
-def test_a_nan_score_is_kept_as_torch_topk_and_onnx_topk_keep_it():
-    """NaN ranks first in torch.topk; the tie fix-up must not treat its row as tied."""
-    scores = torch.tensor([[[0.1, float("nan"), 0.5, 0.3, 0.2]]])
-    _, index = _topk_lower_index_first(scores, 2)
+def test_a_nan_score_is_kept_as_torch_topk_and_onnx_topk_keep_it(selection):
+    """NaN ranks first in torch.topk and ONNX TopK; a NaN row is not a tie."""
+    _, index = _top_keys(torch.tensor([0.1, float("nan"), 0.5, 0.3, 0.2])[None, :, None], 2, 1.0)
     assert sorted(index.flatten().tolist()) == [1, 2]
+
+
+def test_a_tie_at_the_cut_keeps_nan_and_the_lower_index(selection):
+    dots = torch.tensor([0.5, float("nan"), 0.3, 0.5, 0.3])[None, :, None]
+    _, index = _top_keys(dots, 4, 1.0)  # NaN, 0.5, 0.5, then one of the two 0.3s
+    assert sorted(index.flatten().tolist()) == [0, 1, 2, 3]
+
+
+def test_rows_are_selected_independently(selection):
+    nan = float("nan")
+    dots = torch.tensor([[1.0, 0.2, 0.2, 0.1], [nan, 2.0, nan, nan]]).T[None].contiguous()
+    _, index = _top_keys(dots, 2, 1.0)
+    assert sorted(index[0, 0].tolist()) == [0, 1]  # tie at the cut: the lower index
+    assert sorted(index[0, 1].tolist()) in ([0, 2], [0, 3], [2, 3])  # NaN K-th: any NaNs
+
+
+def test_dots_that_round_together_once_scaled_are_a_tie(selection):
+    """Selecting on unscaled dots must still honour ties that only the scaled scores have."""
+    scale = 1 / math.sqrt(2)
+    start = torch.tensor(1.5)
+    bigger = next(
+        a
+        for a in (start + i * 2.0**-23 for i in range(1, 200))
+        if float(a * scale) == float(torch.nextafter(a, start) * scale)
+    )
+    smaller = torch.nextafter(bigger, start)
+    q = torch.tensor([[[1.0, 0.0]]])  # d = 2: scale 1/sqrt(2); dots are exactly k[:, 0]
+    k = torch.tensor([[[smaller, 0.0], [bigger, 0.0], [0.0, 0.0]]])
+    assert bigger > smaller
+    assert _kept_sets(q, k, 1) == [[{0}]]  # equal scores: the lower index, not the bigger dot
