@@ -2,16 +2,21 @@
 
 For n in ``--sizes`` (default 1k, 4k, 16k), d=128, L=16 queries, K=64, batch 1, in one run:
 
-* ``topk torch``: :func:`sdk.models.kem.topk_attention` (if that module has landed);
+* ``topk torch``: :func:`sdk.models.kem.topk_attention`, which selects with the C++ library
+  of :mod:`kernels.cpu` where it builds;
+* ``topk torch stock``: the same with ``SEMEDGE_NATIVE_TOPK=0`` (selection by torch.topk);
 * ``topk onnxrt``: the same op as an ONNX graph of standard ops (Gemm, TopK, Softmax, Gather,
   MatMul; :func:`kernels.onnx_graphs.standard_graph`), run by ONNX Runtime;
 * ``dense``: full attention of the n tokens with each other (n×n,
   ``torch.nn.functional.scaled_dot_product_attention``, which never holds all n×n scores);
 * ``matmul``: the fp32 GEMM of the scores alone — this CPU's matmul rate at the same size: the
-  fastest of torch ``q[L,d] @ k^T[d,n]``, torch ``k[n,d] @ q^T[d,L]`` and ONNX Runtime's
-  ``MatMul`` of ``k @ q^T`` (the layouts differ up to 2.5x here, so the best one is the bar).
+  fastest of torch ``q[L,d] @ k^T[d,n]``, torch ``k[n,d] @ q^T[d,L]``, torch's 1x1
+  convolution of ``k`` by ``q`` (oneDNN; what the torch path runs at n >= 8k) and ONNX
+  Runtime's ``MatMul`` of ``k @ q^T`` (they differ up to 2.5x here; the best one is the bar).
 
-Reported: median times, dense/top-K speed-up (goal ≥ 300× at 16k), t(16k)/t(4k) (goal ≤ 4.5),
+Every path and the matmul bar are timed in interleaved rounds (a block of calls each, in
+turn; the median of the block medians), so a machine that slows down mid-run slows them all
+alike. Reported: median times, dense/top-K speed-up (goal ≥ 300× at 16k), t(16k)/t(4k) (goal ≤ 4.5),
 achieved GFLOP/s of the op (2·L·n·d + 2·L·K·d FLOPs) as a fraction of the matmul rate
 (goal ≥ 40 %), and a Jetson AGX Orin roofline of the op. Usage::
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -36,8 +42,10 @@ from onnx import TensorProto, helper
 from tqdm import tqdm
 
 from kernels.onnx_graphs import standard_graph
+from sdk.models.kem import topk_attention
 
 D, L, TOPK = 128, 16, 64
+ROUNDS = 10
 # Jetson AGX Orin 64GB: 2048 CUDA cores x 1.3 GHz x 2 = 5.3 TFLOPS fp32, 10.6 fp16 (CUDA cores,
 # no tensor cores); LPDDR5 256-bit 204.8 GB/s.
 ORIN = {"fp32_tflops": 5.3, "fp16_tflops": 10.6, "dram_gbps": 204.8}
@@ -68,22 +76,34 @@ def orin_roofline(n: int, itemsize: int) -> dict[str, float]:
     }
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median ms per call of each fn: ``ROUNDS`` rounds, each timing a block of every fn."""
+    per_block = max(1, repeats // ROUNDS)
+    blocks: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up: lazy builds, allocator, thread pools
+    for _ in range(ROUNDS):
+        for name, fn in fns.items():
+            times = []
+            for _ in range(per_block):
+                start = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - start) * 1e3)
+            blocks[name].append(statistics.median(times))
+    return {name: statistics.median(medians) for name, medians in blocks.items()}
 
 
-def torch_topk() -> Callable[..., torch.Tensor] | None:
-    try:
-        from sdk.models.kem import topk_attention
-    except ImportError:
-        return None
-    return topk_attention
+def stock_selection(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` with the torch path's C++ selection switched off (torch.topk instead)."""
+
+    def call() -> object:
+        os.environ["SEMEDGE_NATIVE_TOPK"] = "0"
+        try:
+            return fn()
+        finally:
+            del os.environ["SEMEDGE_NATIVE_TOPK"]
+
+    return call
 
 
 def scores_graph(n: int) -> bytes:
@@ -126,25 +146,32 @@ def measure(n: int, repeats: int, threads: int) -> dict[str, float]:
         "matmul_torch_kq_ms": lambda: torch.mm(tk[0], qtn),
         "matmul_onnxrt_kq_ms": lambda: mm_session.run(None, mm_feeds),
     }
-    topk_attention = torch_topk()
-    if topk_attention is not None:
-        with torch.no_grad():
-            np.testing.assert_allclose(topk_attention(tq, tk, tv, TOPK).numpy(), want, atol=1e-5)
-        fns["topk_torch_ms"] = lambda: topk_attention(tq, tk, tv, TOPK)
+    pixels, kernel = tk.view(1, n, 1, D).permute(0, 3, 1, 2), tq.reshape(L, D, 1, 1)
+    fns["matmul_torch_conv_ms"] = lambda: torch.nn.functional.conv2d(pixels, kernel)
+    fns["topk_torch_ms"] = lambda: topk_attention(tq, tk, tv, TOPK)
+    fns["topk_torch_stock_ms"] = stock_selection(fns["topk_torch_ms"])
     with torch.no_grad():
-        for name, fn in fns.items():
-            row[name] = median_ms(fn, repeats)
+        for path in ("topk_torch_ms", "topk_torch_stock_ms"):
+            np.testing.assert_allclose(np.asarray(fns[path]()), want, atol=1e-5)
+    tokens = tk[None]  # [1, 1, n, d]: every token attends to every token
+    with torch.no_grad():
+        row.update(interleaved_ms(fns, repeats))
         row["matmul_ms"] = min(v for key, v in row.items() if key.startswith("matmul_"))
-        tokens = tk[None]  # [1, 1, n, d]: every token attends to every token
-        row["dense_ms"] = median_ms(
-            lambda: torch.nn.functional.scaled_dot_product_attention(tokens, tokens, tokens),
-            max(1, repeats // 10),
+        row.update(  # ~1 s a call at 16k: timed on its own, a tenth of the calls
+            interleaved_ms(
+                {
+                    "dense_ms": lambda: torch.nn.functional.scaled_dot_product_attention(
+                        tokens, tokens, tokens
+                    )
+                },
+                max(ROUNDS, repeats // 10),
+            )
         )
     return row
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, Any]:
-    paths = [p for p in ("topk_torch", "topk_onnxrt") if f"{p}_ms" in rows[0]]
+    paths = [p for p in ("topk_torch", "topk_torch_stock", "topk_onnxrt") if f"{p}_ms" in rows[0]]
     for row in rows:
         n = int(row["n"])
         matmul_gflops = 2 * L * n * D / row["matmul_ms"] / 1e6
@@ -175,7 +202,7 @@ def plot(rows: list[dict[str, float]], path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ns = [r["n"] for r in rows]
-    for key in ("topk_torch_ms", "topk_onnxrt_ms", "dense_ms", "matmul_ms"):
+    for key in ("topk_torch_ms", "topk_torch_stock_ms", "topk_onnxrt_ms", "dense_ms", "matmul_ms"):
         if key in rows[0]:
             ax.loglog(ns, [r[key] for r in rows], "o-", label=key[:-3])
     ax.set_xlabel("tokens n")
@@ -198,8 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if torch_topk() is None:
-        print("note: sdk.models.kem is missing; the torch top-K path is skipped", file=sys.stderr)
     rows = [measure(n, args.repeats, args.threads) for n in tqdm(args.sizes, desc="sizes")]
     result = summarise(rows)
     for row in rows:
