@@ -154,7 +154,8 @@ def _run(command: list[str]) -> str:
     try:
         done = subprocess.run(command, capture_output=True, text=True)
     except OSError as error:  # e.g. $CXX names a compiler that is not there
-        raise KernelBuildError(f"cannot run {command[0]}: {error.strerror}; fix $CXX or PATH")
+        why = f"cannot run {command[0]}: {error.strerror}; fix $CXX or PATH"
+        raise KernelBuildError(why) from error
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         raise KernelBuildError(f"{Path(command[0]).name} failed: {' | '.join(tail)}")
