@@ -16,7 +16,9 @@ import argparse
 import hashlib
 import importlib.util
 import os
+import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,7 +29,6 @@ from pathlib import Path
 from sdk.errors import SemedgeError
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_OUT = Path(tempfile.gettempdir()) / "semedge-kernels"
 KERNELS = {
     "topk_memory": ROOT / "topk_memory" / "topk_memory.cu",
     "sparse_delta": ROOT / "sparse_delta" / "sparse_delta.cu",
@@ -257,48 +258,80 @@ def build_emulation(out: Path, block: int = 32, shared_k: int = 16) -> Path:
     keep the emulation fast (one OS thread per CUDA thread) and let small tests reach both
     the shared-memory path and the global-workspace fallback of the top-K kernel.
     """
-    compiler = os.environ.get("CXX") or _tool("g++", "compile the kernel emulation")
+    command = [
+        *host_compiler("compile the kernel emulation"),
+        "-std=c++17",
+        "-O2",
+        "-fPIC",
+        "-shared",
+        "-pthread",
+        f"-DTOPK_BLOCK={block}",
+        f"-DTOPK_SHARED_K={shared_k}",
+        str(ROOT / "emulation" / "entry.cpp"),
+    ]
     out.mkdir(parents=True, exist_ok=True)
-    library = out / f"kernels_emulated_b{block}_k{shared_k}.so"
-    _run(
-        [
-            compiler,
-            "-std=c++17",
-            "-O2",
-            "-fPIC",
-            "-shared",
-            "-pthread",
-            f"-DTOPK_BLOCK={block}",
-            f"-DTOPK_SHARED_K={shared_k}",
-            str(ROOT / "emulation" / "entry.cpp"),
-            "-o",
-            str(library),
-        ]
-    )
-    return library
+    return _link(command, out / f"kernels_emulated_b{block}_k{shared_k}.so")
 
 
-def build_cpu_select(out: Path) -> Path:
-    """Compile ``topk_memory/topk_select_cpu.cpp`` into a shared library (once per source).
+def build_cpu_select(out: Path, replace: bool = False) -> Path:
+    """Compile ``topk_memory/topk_select_cpu.cpp`` into ``out`` unless already there.
 
-    The file name carries a hash of the source, so an edited source builds a new library;
-    the compiler writes a temporary file that is renamed into place, so processes building
-    at the same time never load a half-written library. Portable flags (no -march=native):
-    the cache may be shared between machines.
+    The file name hashes the source, the compiler command and the machine type, so an
+    edited source, another compiler or a home folder shared with an ARM board builds a new
+    library. ``out`` must be private (see :func:`private_dir`): the library is loaded into
+    the process. ``replace`` rebuilds a library that exists but would not load.
     """
     source = ROOT / "topk_memory" / "topk_select_cpu.cpp"
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    library = out / f"topk_select_cpu_{digest}.so"
-    if library.exists():
+    command = [*host_compiler("compile the CPU top-K selection"), "-std=c++17", "-O3"]
+    command += ["-fPIC", "-shared", str(source)]
+    recipe = source.read_bytes() + " ".join(command).encode() + platform.machine().encode()
+    library = private_dir(out) / f"topk_select_cpu_{hashlib.sha256(recipe).hexdigest()[:16]}.so"
+    if library.exists() and not replace:
         return library
-    compiler = os.environ.get("CXX") or _tool("g++", "compile the CPU top-K selection")
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / f".{library.name}.{os.getpid()}"
+    return _link(command, library)
+
+
+def cache_dir() -> Path:
+    """Where built kernels live: ``$SEMEDGE_KERNEL_CACHE``, else ``$XDG_CACHE_HOME`` or
+    ``~/.cache``, then ``semedge/kernels`` — per user, never a shared temp folder."""
+    if os.environ.get("SEMEDGE_KERNEL_CACHE"):
+        return Path(os.environ["SEMEDGE_KERNEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "semedge" / "kernels"
+
+
+def private_dir(folder: Path) -> Path:
+    """Create ``folder`` (mode 0700) or check that it is ours and nobody else can write it."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = folder.stat()
+    if status.st_uid != os.getuid() or status.st_mode & 0o022:
+        raise KernelBuildError(
+            f"{folder} belongs to another user or others can write to it; a library loaded "
+            "from there could be anyone's: remove it or set SEMEDGE_KERNEL_CACHE"
+        )
+    return folder
+
+
+def host_compiler(why: str) -> list[str]:
+    """``$CXX`` (may carry a launcher, e.g. ``ccache g++``) or g++ from PATH."""
+    if os.environ.get("CXX"):
+        return shlex.split(os.environ["CXX"])
+    return [_tool("g++", why)]
+
+
+def _link(command: list[str], library: Path) -> Path:
+    """Run ``command -o <temporary>`` and rename the result to ``library``.
+
+    Each build writes its own temporary file in the same folder, so threads or processes
+    building at once never load a half-written library or delete each other's output.
+    """
+    handle, partial = tempfile.mkstemp(dir=library.parent, prefix=f".{library.name}.")
+    os.close(handle)
     try:
-        _run([compiler, "-std=c++17", "-O3", "-fPIC", "-shared", str(source), "-o", str(partial)])
+        _run([*command, "-o", partial])
         os.replace(partial, library)
     finally:
-        partial.unlink(missing_ok=True)
+        Path(partial).unlink(missing_ok=True)
     return library
 
 
@@ -326,13 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=DEFAULT_OUT,
-        help="output folder for fatbins / plugin (default: %(default)s)",
+        help="output folder for fatbins / plugin (default: $SEMEDGE_KERNEL_CACHE, else "
+        "~/.cache/semedge/kernels)",
     )
     parser.add_argument("--plugin", action="store_true", help="also build the TensorRT plugin")
     parser.add_argument("--tensorrt-include", help="folder with NvInfer.h (default: search)")
     parser.add_argument("--json", action="store_true", help="print the resource report as JSON")
     args = parser.parse_args(argv)
+    args.out = args.out or cache_dir()
     try:
         usage = build_fatbins(args.out)
         if args.plugin:

@@ -4,9 +4,10 @@ Two levels: ``launch_*`` take device pointers (the trt backend and the delta cor
 on buffers they already own, on their stream); ``topk_memory`` / ``sparse_delta_*`` take
 numpy arrays with the signatures of :mod:`kernels.reference`, copying to and from the
 device (used by ``tools/validate_on_device.py``). The fatbins come from
-:func:`kernels.build.build_fatbins` (built on first use into ``fatbin_dir``).
-pycuda is imported lazily; without it (or without a GPU) construction raises
-:class:`~sdk.errors.MissingDependencyError` / :class:`KernelRuntimeError`.
+:func:`kernels.build.build_fatbins`, built on first use into ``fatbin_dir`` (default:
+:func:`kernels.build.cache_dir`). pycuda is imported lazily; without it (or without a
+GPU) construction raises :class:`~sdk.errors.MissingDependencyError` /
+:class:`KernelRuntimeError`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels.build import DEFAULT_OUT, TOPK_BLOCK, build_fatbins
+from kernels.build import TOPK_BLOCK, build_fatbins, cache_dir
 from kernels.emulated import suffix
 from kernels.reference import _check_delta, _check_topk
 from sdk.errors import SemedgeError, missing
@@ -36,7 +37,8 @@ def topk_workspace_bytes(rows: int, n: int, topk: int) -> int:
 class CudaKernels:
     """Loaded kernel modules on device 0 (its primary context)."""
 
-    def __init__(self, fatbin_dir: Path = DEFAULT_OUT) -> None:
+    def __init__(self, fatbin_dir: Path | None = None) -> None:
+        fatbin_dir = fatbin_dir or cache_dir()
         try:
             import pycuda.driver as cuda
         except ImportError:

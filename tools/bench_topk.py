@@ -109,11 +109,15 @@ def stock_selection(fn: Callable[[], object]) -> Callable[[], object]:
     """``fn`` with the torch path's C++ selection switched off (torch.topk instead)."""
 
     def call() -> object:
+        before = os.environ.get("SEMEDGE_NATIVE_TOPK")
         os.environ["SEMEDGE_NATIVE_TOPK"] = "0"
         try:
             return fn()
         finally:
-            del os.environ["SEMEDGE_NATIVE_TOPK"]
+            if before is None:
+                del os.environ["SEMEDGE_NATIVE_TOPK"]
+            else:
+                os.environ["SEMEDGE_NATIVE_TOPK"] = before
 
     return call
 

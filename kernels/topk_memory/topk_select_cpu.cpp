@@ -2,15 +2,16 @@
 //
 // dots[B][n][L] is key-major: the L query rows' dot products with key j sit side by side,
 // the layout CPU GEMMs produce fastest. For each query row it writes index[B][L][K]: the K
-// keys with the largest scale * dot, NaN first, ties to the lower key index (the order of
-// ONNX TopK and of the CUDA kernel), best first.
+// keys with the largest scale * dot, best first. Equal scores (-0 equals +0) go to the
+// lower key index, the op's tie rule; NaN ranks above everything, as in torch.topk and ONNX
+// TopK. Needs 1 <= K <= n < 2^32 (the caller checks; otherwise nothing is written).
 //
 // The keys are scanned in blocks of 32: a loop the compiler vectorises compares each key's
 // L scaled scores with the L rows' thresholds and sets one bit per (row, key) that gets
-// past. Per row, the set bits are appended to a buffer of candidates; a buffer past 2K
-// entries is cut back to its K best (nth_element), which raises the row's threshold to
-// the K-th best so far. After the first few hundred keys almost nothing gets past, so the
-// scan costs about one compare per score. (torch.topk instead copies every score into a
+// past. Per row, the set bits are appended to a buffer of candidates; a buffer past
+// max(2K, 64) entries is cut back to its K best (nth_element), which raises the row's
+// threshold to the K-th best so far. After the first few hundred keys almost nothing gets
+// past, so the scan costs about one compare per score. (torch.topk instead copies every score into a
 // (value, index) pair before a partial sort.)
 #include <algorithm>
 #include <cstdint>
@@ -56,6 +57,7 @@ float threshold_value(uint64_t rank) {
 
 extern "C" void semedge_topk_key_major(const float* dots, int64_t batch, int64_t n, int64_t rows,
                                        float scale, int64_t k, int64_t* index) {
+  if (k < 1 || k > n || n >= (int64_t{1} << 32)) return;
   constexpr int64_t kBlock = 32;  // keys per scan step: one bit each in a row's mask
   const size_t capacity = static_cast<size_t>(std::max<int64_t>(2 * k, 64));
   std::vector<std::vector<uint64_t>> kept(static_cast<size_t>(rows));

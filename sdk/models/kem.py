@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import struct
 
 import torch
 from torch import nn
@@ -35,19 +37,21 @@ _CONV_MIN_KEYS = 8192  # see _key_major_dots
 
 
 def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int) -> torch.Tensor:
-    """``q[B,L,d], k[B,n,d], v[B,n,d] -> [B,L,d]``: softmax attention over each row's top-K keys.
+    """``q[B,L,d], k[B,n,d], v[B,n,e] -> [B,L,e]``: softmax attention over each row's top-K keys.
 
     Scores ``q k^T / sqrt(d)``; each query keeps its ``min(topk, n)`` largest scores, ties
-    broken towards the lower key index; softmax over the kept scores; weighted sum of the
-    kept ``v`` rows. Under ONNX export it emits ``MatMul`` and ``TopK``, which the ONNX spec
-    defines to return the lower index first on ties; eager mode selects with
-    :func:`_top_keys`, so both keep the same keys.
+    broken towards the lower key index (NaN ranks first); softmax over the kept scores;
+    weighted sum of the kept ``v`` rows. Under ONNX export it emits ``MatMul`` and ``TopK``,
+    which the ONNX spec defines to return the lower index first on ties; eager mode selects
+    with :func:`_top_keys`, so both keep the same keys (where the K-th score is NaN, which
+    NaNs are kept may differ; the row's output is NaN either way).
     """
     kk = min(int(topk), k.shape[1])
-    scale = 1.0 / math.sqrt(q.shape[-1])
+    scale = _score_scale(q.shape[-1])
     if torch.onnx.is_in_onnx_export():
         kept, index = torch.topk((k @ q.transpose(1, 2) * scale).transpose(1, 2), kk, dim=-1)
     else:
+        _check_inputs(q, k, v, topk)
         kept, index = _top_keys(_key_major_dots(q, k), kk, scale)
     weights = torch.softmax(kept, dim=-1)  # [B, L, K]
     b, n, d = v.shape
@@ -57,14 +61,42 @@ def topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int)
     return (weights[:, :, None, :] @ rows_v).squeeze(2)
 
 
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int) -> None:
+    shapes = f"q{tuple(q.shape)} k{tuple(k.shape)} v{tuple(v.shape)}"
+    if (
+        not q.dim() == k.dim() == v.dim() == 3
+        or not q.shape[0] == k.shape[0] == v.shape[0]
+        or k.shape[1] != v.shape[1]
+        or q.shape[2] != k.shape[2]
+    ):
+        raise ValueError(f"topk_attention takes q[B,L,d], k[B,n,d], v[B,n,e]; got {shapes}")
+    if topk < 1 or k.shape[1] < 1:
+        raise ValueError(f"topk_attention needs topk >= 1 and a key; got topk={topk}, {shapes}")
+
+
+@functools.cache
+def _score_scale(d: int) -> float:
+    """``1/sqrt(d)`` rounded as the kernels compute it: fp32 ``1.0f / sqrtf(d)``.
+
+    Rounding the double results to fp32 step by step gives exactly the fp32 operations
+    (sqrt and division are safe under double rounding); ``1.0 / math.sqrt(d)`` differs by
+    one ulp for some d (24, 96, ...), enough to flip a tie.
+    """
+    return _fp32(1.0 / _fp32(math.sqrt(_fp32(d))))
+
+
+def _fp32(x: float) -> float:
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
 def _key_major_dots(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """``k q^T`` as ``[B, n, L]`` (unscaled): each key's L dot products side by side.
 
-    ``[n, d] @ [d, L]`` is the shape CPU GEMMs handle well (2.5x faster than ``q k^T`` in
-    torch 2.13 at n=16k, L=16, d=128). On CPU, a single batch element with many keys runs it
-    as a 1x1 convolution over ``k`` viewed channels-last, which torch hands to oneDNN: 1.3x
-    faster than its sgemm at n=16k on the benchmark CPU, but ~30 us of fixed cost makes it
-    slower below ~4k keys (:data:`_CONV_MIN_KEYS`).
+    ``[n, d] @ [d, L]`` is the shape CPU GEMMs handle well (1.6-2.4x faster than ``q k^T``
+    in torch 2.13 at n=16k, L=16, d=128). On CPU, a single batch element with many keys
+    runs it as a 1x1 convolution over ``k`` viewed channels-last, which torch hands to
+    oneDNN: even with MKL's sgemm at ~4k keys, 1.3x faster at 16k on the benchmark CPU, so
+    it is used from :data:`_CONV_MIN_KEYS`.
     """
     b, n, d = k.shape
     if b > 1 or n < _CONV_MIN_KEYS or k.device.type != "cpu":
@@ -83,14 +115,21 @@ def _top_keys(dots: torch.Tensor, kk: int, scale: float) -> tuple[torch.Tensor, 
     select = _native_select(dots)
     if select is None:
         return _top_keys_torch(dots, kk, scale)
+    dots = dots.contiguous()
     b, n, rows = dots.shape
-    index = torch.empty(b, rows, kk, dtype=torch.int64)
+    index = torch.empty(b, rows, kk, dtype=torch.int64, device=dots.device)
     select(dots.data_ptr(), b, n, rows, scale, kk, index.data_ptr())
     return dots.gather(1, index.transpose(1, 2)).transpose(1, 2) * scale, index
 
 
 def _native_select(dots: torch.Tensor) -> TopKSelect | None:
-    if dots.device.type != "cpu" or dots.dtype != torch.float32 or not dots.is_contiguous():
+    """The C++ selection where it can read the scores: fp32 CPU tensors with storage, not
+    under ``torch.jit.trace`` (which would record the indices as constants)."""
+    if dots.device.type != "cpu" or dots.dtype != torch.float32 or torch.jit.is_tracing():
+        return None
+    try:
+        dots.data_ptr()
+    except RuntimeError:  # a torch.func transform's wrapper (jvp, grad): no storage to read
         return None
     return topk_select()
 
@@ -101,9 +140,10 @@ def _top_keys_torch(dots: torch.Tensor, kk: int, scale: float) -> tuple[torch.Te
     One ``torch.topk`` of ``kk + 1`` on the unscaled dots: scaling by a positive float keeps
     their order, so the kept set is right unless the K-th and (K+1)-th *scaled* scores are
     equal — a tie at the cut (torch.topk promises no order among equal values) or two dots
-    that round together once scaled. Only then (rare) are those rows redone by
-    :func:`_lower_index_first` on the scaled scores. Scaling K+1 values instead of all n
-    and checking one pair instead of the whole row made the op 1.3x faster at n=16k, L=16.
+    that round together once scaled. Only then (rare) is :func:`_lower_index_first` run on
+    the scaled scores, and only the tied rows take its answer. Scaling K+1 values instead
+    of all n and checking one pair instead of the whole row made the op 1.3x faster at
+    n=16k, L=16.
     """
     n = dots.shape[1]
     values, index = torch.topk(dots, min(kk + 1, n), dim=1)

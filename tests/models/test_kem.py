@@ -14,6 +14,7 @@ from sdk.models.kem import (
     ETFProjection,
     KEMModule,
     KEMTransceiver,
+    _score_scale,
     _top_keys,
     simplex_etf,
     topk_attention,
@@ -191,7 +192,7 @@ def test_rows_are_selected_independently(selection):
 
 def test_dots_that_round_together_once_scaled_are_a_tie(selection):
     """Selecting on unscaled dots must still honour ties that only the scaled scores have."""
-    scale = 1 / math.sqrt(2)
+    scale = _score_scale(2)
     start = torch.tensor(1.5)
     bigger = next(
         a
@@ -199,7 +200,7 @@ def test_dots_that_round_together_once_scaled_are_a_tie(selection):
         if float(a * scale) == float(torch.nextafter(a, start) * scale)
     )
     smaller = torch.nextafter(bigger, start)
-    q = torch.tensor([[[1.0, 0.0]]])  # d = 2: scale 1/sqrt(2); dots are exactly k[:, 0]
+    q = torch.tensor([[[1.0, 0.0]]])  # d = 2; the dots are exactly k[:, 0]
     k = torch.tensor([[[smaller, 0.0], [bigger, 0.0], [0.0, 0.0]]])
     assert bigger > smaller
     assert _kept_sets(q, k, 1) == [[{0}]]  # equal scores: the lower index, not the bigger dot
