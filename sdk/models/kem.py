@@ -95,8 +95,8 @@ def _key_major_dots(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     ``[n, d] @ [d, L]`` is the shape CPU GEMMs handle well (1.6-2.4x faster than ``q k^T``
     in torch 2.13 at n=16k, L=16, d=128). On CPU, a single batch element with many keys
     runs it as a 1x1 convolution over ``k`` viewed channels-last, which torch hands to
-    oneDNN: even with MKL's sgemm at ~4k keys, 1.3x faster at 16k on the benchmark CPU, so
-    it is used from :data:`_CONV_MIN_KEYS`.
+    oneDNN: level with MKL's sgemm at ~4k keys and 1.3x faster at 16k on the benchmark CPU,
+    so it is used from :data:`_CONV_MIN_KEYS` keys on.
     """
     b, n, d = k.shape
     if b > 1 or n < _CONV_MIN_KEYS or k.device.type != "cpu":
