@@ -3,7 +3,9 @@
 Two levels: ``launch_*`` take device pointers (the trt backend and the delta core use them
 on buffers they already own, on their stream); ``topk_memory`` / ``sparse_delta_*`` take
 numpy arrays with the signatures of :mod:`kernels.reference`, copying to and from the
-device (used by ``tools/validate_on_device.py``). The fatbins come from
+device (used by ``tools/validate_on_device.py``); ``upload`` / ``alloc`` / ``download``
+are the device memory the TensorRT runner's :class:`~sdk.runtime.trt.DeviceDeltaCore`
+keeps its weights in. The fatbins come from
 :func:`kernels.build.build_fatbins`, built on first use into ``fatbin_dir`` (default:
 :func:`kernels.build.cache_dir`). pycuda is imported lazily; without it (or without a
 GPU) construction raises :class:`~sdk.errors.MissingDependencyError` /
@@ -166,6 +168,22 @@ class CudaKernels:
     def _to_device(self, *arrays: np.ndarray) -> list[Any]:
         return [self.cuda.to_device(np.ascontiguousarray(a)) for a in arrays]
 
+    def upload(self, array: np.ndarray) -> Any:
+        """A device copy of ``array`` (a pycuda allocation; ``int()`` gives its address)."""
+        self.context.push()
+        try:
+            return self._to_device(array)[0]
+        finally:
+            self.context.pop()
+
+    def alloc(self, nbytes: int) -> Any:
+        """``nbytes`` of device memory (freed when the returned allocation is dropped)."""
+        self.context.push()
+        try:
+            return self.cuda.mem_alloc(max(1, nbytes))
+        finally:
+            self.context.pop()
+
     def topk_memory(
         self, q: np.ndarray, k: np.ndarray, v: np.ndarray, topk: int
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +220,7 @@ class CudaKernels:
         finally:
             self.context.pop()
         self.launch_sparse_delta_apply(w.dtype, int(dw), int(di), int(dv), int(ds), len(idx))
-        return self._back(dw, w), self._back(ds, values)
+        return self.download(dw, w), self.download(ds, values)
 
     def sparse_delta_restore(self, w: np.ndarray, idx: np.ndarray, saved: np.ndarray) -> np.ndarray:
         _check_delta(w, idx, saved)
@@ -212,9 +230,10 @@ class CudaKernels:
         finally:
             self.context.pop()
         self.launch_sparse_delta_restore(w.dtype, int(dw), int(di), int(ds), len(idx))
-        return self._back(dw, w)
+        return self.download(dw, w)
 
-    def _back(self, device: Any, like: np.ndarray) -> np.ndarray:
+    def download(self, device: Any, like: np.ndarray) -> np.ndarray:
+        """A host array shaped like ``like`` read from ``device`` (allocation or address)."""
         self.context.push()
         try:
             host = np.empty_like(like)

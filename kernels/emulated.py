@@ -70,11 +70,8 @@ class EmulatedKernels:
         out, saved = w.copy(), np.empty_like(values)
         idx64 = np.ascontiguousarray(idx, np.int64)
         values = np.ascontiguousarray(values)
-        getattr(self.lib, f"emulate_sparse_delta_apply_{suffix(w.dtype)}")(
-            self._grid(len(idx)),
-            self.delta_block,
-            *map(_ptr, (out, idx64, values, saved)),
-            len(idx),
+        self.launch_sparse_delta_apply(
+            w.dtype, _ptr(out), _ptr(idx64), _ptr(values), _ptr(saved), len(idx)
         )
         return out, saved
 
@@ -83,10 +80,31 @@ class EmulatedKernels:
         out = w.copy()
         idx64 = np.ascontiguousarray(idx, np.int64)
         saved = np.ascontiguousarray(saved)
-        getattr(self.lib, f"emulate_sparse_delta_restore_{suffix(w.dtype)}")(
-            self._grid(len(idx)), self.delta_block, *map(_ptr, (out, idx64, saved)), len(idx)
-        )
+        self.launch_sparse_delta_restore(w.dtype, _ptr(out), _ptr(idx64), _ptr(saved), len(idx))
         return out
+
+    # Pointer-level launches with the signatures of kernels.cuda.CudaKernels, so code that
+    # owns "device" buffers (host memory here) drives the same kernel source on the CPU.
+    def launch_sparse_delta_apply(
+        self,
+        dtype: np.dtype,
+        w: int,
+        idx: int,
+        values: int,
+        saved: int,
+        count: int,
+        stream: object = None,
+    ) -> None:
+        getattr(self.lib, f"emulate_sparse_delta_apply_{suffix(dtype)}")(
+            self._grid(count), self.delta_block, w, idx, values, saved, count
+        )
+
+    def launch_sparse_delta_restore(
+        self, dtype: np.dtype, w: int, idx: int, saved: int, count: int, stream: object = None
+    ) -> None:
+        getattr(self.lib, f"emulate_sparse_delta_restore_{suffix(dtype)}")(
+            self._grid(count), self.delta_block, w, idx, saved, count
+        )
 
     def _grid(self, count: int) -> int:
         """A deliberately small grid (≤ 4 blocks) so the grid-stride loop is exercised."""
