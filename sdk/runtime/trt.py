@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from sdk.artifact import REFIT_WEIGHTS
+from sdk.build import load_plugins
 from sdk.delta import DeltaCore
 from sdk.errors import missing
 from sdk.runtime.base import BaseRunner, InputError, RunnerError, TensorSpec
@@ -72,18 +73,6 @@ def numpy_dtypes(trt: Any) -> dict[Any, Any]:
         trt.DataType.BOOL: np.bool_,
         trt.DataType.UINT8: np.uint8,
     }
-
-
-def load_plugins(registry: Any, libraries: list[Path]) -> None:
-    """Load plugin libraries into TensorRT's registry; a refused one is a one-line error."""
-    for library in libraries:
-        if not library.is_file():
-            raise RunnerError(f"plugin library {library} is missing; copy the whole artifact")
-        if registry.load_library(str(library)) is None:
-            raise RunnerError(
-                f"TensorRT refused plugin library {library} (wrong TensorRT, CUDA or "
-                "architecture?); rebuild it on this device: python -m kernels.build --plugin"
-            )
 
 
 def check_dla(target: Mapping[str, Any], available: int) -> int | None:
@@ -251,7 +240,7 @@ class TrtRunner(BaseRunner):
         self._logger = trt.Logger(trt.Logger.WARNING)
         target = self.manifest.get("target") or {}
         plugins = [self.directory / p["file"] for p in target.get("plugins", [])]
-        load_plugins(trt.get_plugin_registry(), plugins)
+        load_plugins(trt, plugins)
         runtime = trt.Runtime(self._logger)
         dla = check_dla(target, runtime.num_DLA_cores)
         if dla is not None:

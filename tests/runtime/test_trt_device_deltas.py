@@ -23,7 +23,7 @@ from kernels.build import build_emulation
 from kernels.emulated import EmulatedKernels
 from sdk.delta import Delta, DeltaCore, DeltaEntry
 from sdk.runtime.base import RunnerError
-from sdk.runtime.trt import DeviceDeltaCore, check_dla, load_plugins, refit_changed
+from sdk.runtime.trt import DeviceDeltaCore, check_dla, refit_changed
 
 FINGERPRINT = "f" * 64
 SHAPES = {"dec.0.weight": ((6, 5), np.float32), "dec.0.bias": ((6,), np.float32)}
@@ -235,13 +235,3 @@ def test_a_runtime_without_the_dla_core_refuses_in_one_line(target, available, m
     with pytest.raises(RunnerError, match=message) as error:
         check_dla(target, available)
     assert "\n" not in str(error.value) and "rebuild without --dla-core" in str(error.value)
-
-
-def test_a_plugin_library_tensorrt_refuses_is_an_error(tmp_path) -> None:
-    library = tmp_path / "libsemedge_plugins.so"
-    library.write_bytes(b"not a library")
-    refusing = SimpleNamespace(load_library=lambda path: None)
-    with pytest.raises(RunnerError, match="TensorRT refused plugin library"):
-        load_plugins(refusing, [library])
-    with pytest.raises(RunnerError, match="is missing"):
-        load_plugins(refusing, [tmp_path / "absent.so"])
