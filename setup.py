@@ -47,7 +47,7 @@ setup(
             "mypy==2.4.1",
             "nvidia-cuda-cuobjdump",
         ],
-        "jetson": ["pycuda>=2022.1"],
+        "jetson": ["pycuda>=2025.1.2"],  # CUDA 13 (JetPack 7) needs pycuda >= 2025.1.2
     },
     entry_points={"console_scripts": ["semedge=sdk.cli:main"]},
 )
