@@ -1,10 +1,12 @@
-"""The TensorRT runner's device-resident delta switching, driven on the CPU.
+"""The TensorRT runner's device-resident delta switching, on the CPU and (where present) a GPU.
 
-:class:`~sdk.runtime.trt.DeviceDeltaCore` keeps the weights in "device memory" and writes
-them with the sparse-delta kernel. Here that memory is host memory and the kernel is the
-unchanged CUDA source run through the kernels' CPU emulation, so what is tested is the
-real scatter/restore and the choice of tensors and pointers handed to the refitter; only
-TensorRT itself (not installable here) is replaced by a recorder of ``set_named_weights``.
+:class:`~sdk.runtime.trt.DeviceDeltaCore` keeps the weights in device memory and writes
+them with the sparse-delta kernel. On the CPU that memory is host memory and the kernel
+is the unchanged CUDA source run through the kernels' CPU emulation; where pycuda and a
+GPU exist the same tests also run on :class:`kernels.cuda.CudaKernels`. What is tested
+is the real scatter/restore and the choice of tensors and pointers handed to the
+refitter; only TensorRT itself (not installable here) is replaced by a recorder of
+``set_named_weights``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import shutil
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,7 +44,7 @@ class _Allocation:
 
 
 class EmulatedDevice:
-    """``upload``/``alloc`` in host memory, kernel launches through the CPU emulation."""
+    """``upload``/``alloc``/``download`` in host memory, launches through the CPU emulation."""
 
     def __init__(self, kernels: EmulatedKernels) -> None:
         self.launch_sparse_delta_apply = kernels.launch_sparse_delta_apply
@@ -55,18 +58,45 @@ class EmulatedDevice:
     def alloc(self, nbytes: int) -> _Allocation:
         return _Allocation(np.empty(max(1, nbytes), np.uint8))
 
+    @staticmethod
+    def download(address: int, like: np.ndarray) -> np.ndarray:
+        out = np.empty_like(like)
+        ctypes.memmove(out.ctypes.data, address, out.nbytes)
+        return out
 
-def read(address: int, count: int, dtype: np.dtype) -> np.ndarray:
-    out = np.empty(count, dtype)
-    ctypes.memmove(out.ctypes.data, address, out.nbytes)
-    return out
+
+class CountingCuda:
+    """The real GPU (``kernels.cuda.CudaKernels``), counting uploads like the stand-in."""
+
+    def __init__(self, kernels: object) -> None:
+        self.kernels = kernels
+        self.uploads = 0
+
+    def upload(self, array: np.ndarray) -> object:
+        self.uploads += 1
+        return self.kernels.upload(array)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.kernels, name)
 
 
-@pytest.fixture(scope="module")
-def kernels(tmp_path_factory: pytest.TempPathFactory) -> EmulatedKernels:
+@pytest.fixture(scope="module", params=["emulated", "cuda"])
+def make_device(request, tmp_path_factory: pytest.TempPathFactory):
+    """A factory of fresh devices: CPU emulation, or the GPU where pycuda and one exist."""
+    if request.param == "cuda":
+        from sdk.errors import SemedgeError
+
+        try:
+            from kernels.cuda import CudaKernels
+
+            gpu = CudaKernels()
+        except SemedgeError as error:
+            pytest.skip(f"no GPU path here ({error})")
+        return lambda: CountingCuda(gpu)
     if shutil.which("g++") is None:
         pytest.skip("g++ not found: the kernel emulation cannot be compiled")
-    return EmulatedKernels(build_emulation(tmp_path_factory.mktemp("emulation")))
+    kernels = EmulatedKernels(build_emulation(tmp_path_factory.mktemp("emulation")))
+    return lambda: EmulatedDevice(kernels)
 
 
 def base_weights(seed: int = 0) -> dict[str, np.ndarray]:
@@ -96,20 +126,20 @@ DELTAS = [
 
 def device_values(core: DeviceDeltaCore, name: str) -> np.ndarray:
     address, count, dtype = core.device_tensor(name)
-    return read(address, count, dtype).reshape(core.shapes[name])
+    return core.device.download(address, np.empty(count, dtype)).reshape(core.shapes[name])
 
 
 @settings(max_examples=15, stateful_step_count=8, deadline=None)
 class DeviceSwitching(RuleBasedStateMachine):
     """The device core against the numpy core on the same deltas, after every step."""
 
-    kernels: EmulatedKernels
+    make_device: Any
 
     def __init__(self) -> None:
         super().__init__()
         self.host = base_weights()
         self.numpy_core = DeltaCore(self.host, FINGERPRINT)
-        self.device = DeviceDeltaCore(base_weights(), FINGERPRINT, EmulatedDevice(self.kernels))
+        self.device = DeviceDeltaCore(base_weights(), FINGERPRINT, self.make_device())
         self.prepared = [self.device.prepare(d) for d in DELTAS]
         self.device.take_changed()
         self.expected_changed: set[str] = set()
@@ -145,13 +175,13 @@ class DeviceSwitching(RuleBasedStateMachine):
         self.expected_changed = set()
 
 
-def test_device_switching_state_machine(kernels: EmulatedKernels) -> None:
-    DeviceSwitching.kernels = kernels
+def test_device_switching_state_machine(make_device) -> None:
+    DeviceSwitching.make_device = staticmethod(make_device)
     DeviceSwitching.TestCase().runTest()
 
 
-def test_restore_is_bit_exact_and_uploads_happen_once(kernels: EmulatedKernels) -> None:
-    device = EmulatedDevice(kernels)
+def test_restore_is_bit_exact_and_uploads_happen_once(make_device) -> None:
+    device = make_device()
     base = base_weights(5)
     core = DeviceDeltaCore(base, FINGERPRINT, device)
     prepared = core.prepare(DELTAS[2])
@@ -183,14 +213,14 @@ def _trt_recorder(missing: list[str] | None = None):
     return trt, refitter, calls
 
 
-def test_refit_gets_device_pointers_of_only_the_touched_tensors(kernels) -> None:
-    core = DeviceDeltaCore(base_weights(), FINGERPRINT, EmulatedDevice(kernels))
+def test_refit_gets_device_pointers_of_only_the_touched_tensors(make_device) -> None:
+    core = DeviceDeltaCore(base_weights(), FINGERPRINT, make_device())
     trt, refitter, calls = _trt_recorder()
     core.activate(DELTAS[0])
     assert refit_changed(trt, refitter, core, 0) == ["dec.0.weight"]
     ((name, (kind, address, count), where),) = calls
     assert (kind, where, count) == ("FLOAT", "DEVICE", 30)
-    patched = read(address, count, np.float32)
+    patched = core.device.download(address, np.empty(count, np.float32))
     entry = DELTAS[0].entries[name]
     assert np.array_equal(
         patched[entry.indices], base_weights()[name].reshape(-1)[entry.indices] + entry.values
@@ -205,18 +235,18 @@ def test_refit_gets_device_pointers_of_only_the_touched_tensors(kernels) -> None
     assert refit_changed(trt, refitter, core, 0) == [] and calls == []
 
 
-def test_a_failed_refit_names_the_missing_weights(kernels) -> None:
-    core = DeviceDeltaCore(base_weights(), FINGERPRINT, EmulatedDevice(kernels))
+def test_a_failed_refit_names_the_missing_weights(make_device) -> None:
+    core = DeviceDeltaCore(base_weights(), FINGERPRINT, make_device())
     trt, refitter, _ = _trt_recorder(missing=["dec.0.weight", "dec.2.bias"])
     core.activate(DELTAS[0])
     with pytest.raises(RunnerError, match=r"still misses: dec\.0\.weight, dec\.2\.bias"):
         refit_changed(trt, refitter, core, 0)
 
 
-def test_weights_the_kernel_cannot_write_are_refused_in_one_line(kernels) -> None:
+def test_weights_the_kernel_cannot_write_are_refused_in_one_line(make_device) -> None:
     weights = {**base_weights(), "steps": np.arange(4, dtype=np.int64)}
     with pytest.raises(RunnerError, match=r"steps is int64; .*float32 or float16"):
-        DeviceDeltaCore(weights, FINGERPRINT, EmulatedDevice(kernels))
+        DeviceDeltaCore(weights, FINGERPRINT, make_device())
 
 
 @pytest.mark.parametrize(
