@@ -193,9 +193,9 @@ def bench(
 
 def table(report: dict[str, Any]) -> str:
     """The report as aligned text lines (what ``semedge bench`` prints without --json)."""
+    what = report["artifact"] or f"{report['source']} on {report['backend']}"
     lines = [
-        f"{report['artifact'] or report['source']} on {report['backend']}/{report['precision']}"
-        f" (warm-up {report['warmup_s']} s, {report['duration_s']} s per batch)",
+        f"{what} (warm-up {report['warmup_s']} s, {report['duration_s']} s per batch)",
         f"{'batch':>5} {'iters':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
         f"{'samples/s':>11} {'infer/s':>9}",
     ]
