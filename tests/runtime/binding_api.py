@@ -9,7 +9,9 @@ modules through assignments (locals and ``self.*`` attributes, to a fixpoint) an
 * ``obj.member`` on a value derived from the module (a parameter counts when it is
   named like such a value elsewhere in the module), with ``obj``'s class where it is
   known (a constructor ``trt.Builder(...)``, or a method whose C++ return type the
-  headers give); ``"?"`` where it is not (checked against every class then).
+  headers give); ``"?"`` where it is not (checked against every class then);
+* ``getattr``/``setattr``/``hasattr`` on such a value, as :data:`DYNAMIC` — a name
+  computed at run time cannot be checked, so it is reported instead of slipping past.
 
 :func:`trt_api` reads a pybind11 binding folder into ``{class: members}`` plus the module
 functions and attributes; :func:`pycuda_api` reads pycuda's Boost.Python wrapper and
@@ -31,6 +33,8 @@ import numpy as np
 
 UNKNOWN = "?"
 MODULE = "<module>"
+DYNAMIC = "<getattr>"
+"""Member recorded for ``getattr(trt_object, name)``: never defined, so always reported."""
 
 # ---------------------------------------------------------------- TensorRT binding sources
 
@@ -334,6 +338,15 @@ class _Walker:
                     owner = self.type_of(node.value, local)
                     if owner is not None:
                         self.uses.add(Use(owner, node.attr, f"{self.path}:{node.lineno}"))
+                elif (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Name)
+                    and node.func.id in ("getattr", "setattr", "hasattr")
+                    and node.args
+                ):
+                    owner = self.type_of(node.args[0], local)
+                    if owner is not None:  # a name no check can see: reported as such
+                        self.uses.add(Use(owner, DYNAMIC, f"{self.path}:{node.lineno}"))
         return self.uses
 
 

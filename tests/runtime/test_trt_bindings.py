@@ -88,9 +88,20 @@ def test_a_misspelled_call_in_source_is_found_end_to_end(api, tmp_path):
         "    config = builder.create_builder_config()\n"
         "    config.set_flag(trt.BuilderFlag.FP16)\n"
         "    config.clear_flag(trt.BuilderFlag.TF23)\n"
+        "    config.set_flag(getattr(trt.BuilderFlag, 'INT8'))\n"
     )
     uses = collect_usage([source], tmp_path, "tensorrt", api)
-    assert missing_names(uses, api.has) == ["BuilderFlag.TF23 at bad.py:6"]
+    assert missing_names(uses, api.has) == [
+        "BuilderFlag.TF23 at bad.py:6",
+        "BuilderFlag.<getattr> at bad.py:7",
+    ]
+
+
+def test_every_module_that_imports_tensorrt_or_pycuda_is_seen(api):
+    for module in ("tensorrt", "pycuda"):
+        importing = {p for p in CODE if f"import {module}" in p.read_text()}
+        seen = {u.where.split(":")[0] for u in collect_usage(importing, ROOT, module, api)}
+        assert seen == {str(p.relative_to(ROOT)) for p in importing}
 
 
 def test_every_pycuda_name_used_exists_at_the_floor_version():

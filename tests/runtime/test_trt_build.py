@@ -114,3 +114,14 @@ def test_a_delta_target_that_is_no_weight_is_named(checkpoint, tmp_path):
     path = export_onnx(load_checkpoint(checkpoint), tmp_path / "rx.onnx", "receiver")
     with pytest.raises(BuildError, match=r"delta target receiver\.nope is not a weight"):
         _target_weights(path, ["receiver.nope"], tmp_path)
+
+
+def test_cli_dla_core_without_tensorrt_is_one_line(checkpoint, tmp_path, capsys):
+    from sdk.cli import main
+
+    out = tmp_path / "art"
+    args = ["build", str(checkpoint), "--out", str(out), "--backend", "onnxrt", "--dla-core", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--dla-core 0 needs --backend trt" in err
+    assert not out.exists()
