@@ -208,3 +208,33 @@ def table(report: dict[str, Any]) -> str:
     if report["device_memory_mb"] is not None:
         memory += f", device memory {report['device_memory_mb']:.0f} MB"
     return "\n".join([*lines, memory])
+
+
+def plot(report: dict[str, Any], path: str | Path) -> Path:
+    """Latency percentiles and throughput vs batch size, side by side, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows = report["results"]
+    batches = [r["batch"] for r in rows]
+    fig, (latency, throughput) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for key, style in (("p50_ms", "o-"), ("p90_ms", "s--"), ("p99_ms", "^:")):
+        latency.plot(batches, [r[key] for r in rows], style, label=key.split("_")[0])
+    latency.set_ylabel("latency per call (ms)")
+    latency.set_yscale("log")
+    latency.legend(fontsize=8)
+    throughput.plot(batches, [r["samples_per_s"] for r in rows], "o-")
+    throughput.set_ylabel("throughput (samples/s)")
+    for ax in (latency, throughput):
+        ax.set_xlabel("batch size")
+        ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+    fig.suptitle(report["artifact"] or report["source"], fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -21,13 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=10, help="minimum timed runs (10)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--plot", metavar="PNG", help="also plot latency and throughput vs batch")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
 
-    from sdk.bench import bench, parse_batches, table
+    from sdk.bench import bench, parse_batches, plot, table
 
     report = bench(
         args.artifact,
@@ -39,4 +41,6 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.json,
     )
     print(json.dumps(report, indent=1) if args.json else table(report))
+    if args.plot:
+        print(f"plot: {plot(report, args.plot)}", file=sys.stderr)
     return 0

@@ -29,11 +29,13 @@ def test_summary_percentiles_and_throughput():
     assert row["samples_per_s"] == pytest.approx(1600.0)
 
 
-def test_cli_json(onnx_artifact, capsys):
-    code = main(["bench", str(onnx_artifact), "--batch", "3", "--duration", "0.01", "--json"])
-    assert code == 0
+def test_cli_json_and_plot(onnx_artifact, capsys, tmp_path):
+    png = tmp_path / "bench.png"
+    args = ["--batch", "1,3", "--duration", "0.01", "--json", "--plot", str(png)]
+    assert main(["bench", str(onnx_artifact), *args]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["results"][0]["batch"] == 3
+    assert [r["batch"] for r in report["results"]] == [1, 3]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("text", ["", "0", "1,x", "-2", "1,,4"])
