@@ -227,9 +227,11 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     latency.legend(fontsize=8)
     throughput.plot(batches, [r["samples_per_s"] for r in rows], "o-")
     throughput.set_ylabel("throughput (samples/s)")
+    throughput.set_ylim(0, 1.1 * max(r["samples_per_s"] for r in rows))
     for ax in (latency, throughput):
         ax.set_xlabel("batch size")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
         ax.grid(alpha=0.3)
     fig.suptitle(report["artifact"] or report["source"], fontsize=9)
     fig.tight_layout()
