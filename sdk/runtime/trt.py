@@ -41,7 +41,7 @@ from sdk.errors import missing
 from sdk.runtime.base import BaseRunner, InputError, RunnerError, TensorSpec
 
 if TYPE_CHECKING:
-    from sdk.delta import _Segment
+    from sdk.delta import Delta, PreparedDelta, _Segment
 
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
@@ -147,6 +147,17 @@ class DeviceDeltaCore(DeltaCore):
             flats.append(placement)
         super().__init__(views, fingerprint, flats)
         self._flats = flats  # keep the placement arrays (and so the id keys) alive
+
+    def prepare(self, delta: Delta) -> PreparedDelta:
+        prepared = super().prepare(delta)
+        # Whole-tensor changes (SLF update packages, when the core has them) are copied by
+        # numpy block writes, which would land in the placement arrays, not on the device.
+        if getattr(prepared, "blocks", None):
+            raise RunnerError(
+                "update packages cannot be switched on a TensorRT plan's device weights yet; "
+                "apply the update with: semedge build CKPT (rebuilt plan) or use onnxrt"
+            )
+        return prepared
 
     def device_tensor(self, name: str) -> tuple[int, int, np.dtype]:
         """(device address, element count, dtype) of weight ``name``."""
