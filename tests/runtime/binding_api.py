@@ -11,7 +11,10 @@ modules through assignments (locals and ``self.*`` attributes, to a fixpoint) an
   known (a constructor ``trt.Builder(...)``, or a method whose C++ return type the
   headers give); ``"?"`` where it is not (checked against every class then);
 * ``getattr``/``setattr``/``hasattr`` on such a value, as :data:`DYNAMIC` — a name
-  computed at run time cannot be checked, so it is reported instead of slipping past.
+  computed at run time cannot be checked, so it is reported instead of slipping past;
+* every call of a method (or constructor) on such a value with its positional count
+  and keyword names, checked against the overloads' ``"name"_a`` parameters where the
+  binding annotates them (:func:`bad_calls`).
 
 :func:`trt_api` reads a pybind11 binding folder into ``{class: members}`` plus the module
 functions and attributes; :func:`pycuda_api` reads pycuda's Boost.Python wrapper and
@@ -55,6 +58,17 @@ class TrtApi:
     classes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     returns: dict[tuple[str, str], str] = field(default_factory=dict)
     module: set[str] = field(default_factory=set)
+    signatures: dict[tuple[str, str], list[Signature | None]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    """Per ``.def`` overload its ``"name"_a`` parameters (None: not annotated, unknown)."""
+
+    def accepts(self, call: Call) -> bool:
+        """True unless every overload of ``call``'s method is known and refuses its arguments."""
+        overloads = self.signatures.get((call.owner, call.member), [])
+        if not overloads or None in overloads:
+            return True
+        return any(sig is not None and sig.accepts(call) for sig in overloads)
 
     def has(self, owner: str, member: str) -> bool:
         if owner == MODULE:
@@ -62,6 +76,57 @@ class TrtApi:
         if owner == UNKNOWN:
             return any(member in members for members in self.classes.values())
         return member in self.classes.get(owner, set())
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Parameter names of one bound overload and how many have no default."""
+
+    names: tuple[str, ...]
+    required: int
+
+    def accepts(self, call: Call) -> bool:
+        if call.positional > len(self.names) or not set(call.keywords) <= set(self.names):
+            return False
+        given = set(self.names[: call.positional]) | set(call.keywords)
+        return set(self.names[: self.required]) <= given and len(given) == call.positional + len(
+            call.keywords
+        )
+
+
+def _call_text(text: str, open_paren: int) -> str:
+    """The argument text of the call whose ``(`` is at ``open_paren`` (strings skipped)."""
+    depth, i, quote = 0, open_paren, ""
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                return text[open_paren + 1 : i]
+        i += 1
+    return text[open_paren + 1 :]
+
+
+_PARAM = re.compile(r"\"(\w+)\"_a(\s*=)?")
+
+
+def _signature(args: str) -> Signature | None:
+    params = _PARAM.findall(args)
+    if not params:
+        return None
+    names = tuple(name for name, _ in params)
+    defaults = [bool(has_default) for _, has_default in params]
+    required = defaults.index(True) if True in defaults else len(names)
+    return Signature(names, required)
 
 
 def _header_returns(include: Path) -> dict[str, str]:
@@ -108,15 +173,23 @@ def trt_api(folder: Path) -> TrtApi:
             end = decls[i + 1].start() if i + 1 < len(decls) else len(text)
             segment = text[match.end() : end]
             exported = kind == "enum_" and "export_values" in segment.split(";")[0]
-            for target, verb, member, callee in _MEMBER.findall(segment):
+            for found in _MEMBER.finditer(segment):
+                target, verb, member, callee = found.groups()
                 owner = variables.get(target, name) if target else name
                 if target == "m":
                     api.module.add(member)
                     continue
                 api.classes[owner].add(member)
+                if verb in ("def", "def_static"):
+                    args = _call_text(segment, segment.index("(", found.start(2)))
+                    api.signatures[(owner, member)].append(_signature(args))
                 if exported and verb == "value" and parent != "m":
                     api.classes[variables.get(parent, parent)].add(member)
                 methods[(owner, member)] = callee
+            if parent == "m":  # constructors: ``trt.Builder(logger)`` calls py::init
+                for init in re.finditer(r"\.def\(\s*py::init", segment):
+                    args = _call_text(segment, segment.index("(", init.start()))
+                    api.signatures[(MODULE, name)].append(_signature(args))
         for target, _, member, callee in _MEMBER.findall(
             text[: decls[0].start()] if decls else text
         ):
@@ -185,6 +258,17 @@ class Use:
     where: str
 
 
+@dataclass(frozen=True)
+class Call:
+    """``owner.member(...)`` called at ``where`` with that many positional args and keywords."""
+
+    owner: str
+    member: str
+    positional: int
+    keywords: tuple[str, ...]
+    where: str
+
+
 def _alias(alias: ast.alias, module: str) -> str | None:
     """The name ``import module`` / ``import module.sub as name`` binds to the module."""
     if alias.name == module:
@@ -224,6 +308,7 @@ class _Walker:
         self.helpers = _helpers(tree, module)
         self.tree = tree
         self.uses: set[Use] = set()
+        self.calls: set[Call] = set()
 
     def _is_module(self, node: ast.expr, env: dict[str, str]) -> bool:
         if isinstance(node, ast.Name):
@@ -338,7 +423,19 @@ class _Walker:
                     owner = self.type_of(node.value, local)
                     if owner is not None:
                         self.uses.add(Use(owner, node.attr, f"{self.path}:{node.lineno}"))
-                elif (
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and not any(isinstance(a, ast.Starred) for a in node.args)
+                    and all(k.arg for k in node.keywords)
+                ):
+                    owner = self.type_of(node.func.value, local)
+                    if owner is not None:
+                        keywords = tuple(str(k.arg) for k in node.keywords)
+                        where = f"{self.path}:{node.lineno}"
+                        call = Call(owner, node.func.attr, len(node.args), keywords, where)
+                        self.calls.add(call)
+                if (
                     isinstance(node, ast.Call)
                     and isinstance(node.func, ast.Name)
                     and node.func.id in ("getattr", "setattr", "hasattr")
@@ -352,11 +449,30 @@ class _Walker:
 
 def collect_usage(files: Iterable[Path], root: Path, module: str, api: TrtApi | None) -> set[Use]:
     """Every use of ``module`` (``"tensorrt"`` or ``"pycuda"``) in ``files``."""
+    return collect(files, root, module, api)[0]
+
+
+def collect(
+    files: Iterable[Path], root: Path, module: str, api: TrtApi | None
+) -> tuple[set[Use], set[Call]]:
+    """Every use of ``module`` in ``files``, and every call of a method on its values."""
     uses: set[Use] = set()
+    calls: set[Call] = set()
     for path in files:
         tree = ast.parse(path.read_text(), str(path))
-        uses |= _Walker(tree, module, api, str(path.relative_to(root))).run()
-    return uses
+        walker = _Walker(tree, module, api, str(path.relative_to(root)))
+        uses |= walker.run()
+        calls |= walker.calls
+    return uses, calls
+
+
+def bad_calls(calls: Iterable[Call], api: TrtApi) -> list[str]:
+    """``owner.member(args) at file:line`` for every call no bound overload accepts."""
+    return [
+        f"{c.owner}.{c.member}({c.positional} positional, keywords {list(c.keywords)}) at {c.where}"
+        for c in sorted(calls, key=lambda c: (c.where, c.member))
+        if not api.accepts(c)
+    ]
 
 
 def missing_names(uses: Iterable[Use], has: Callable[[str, str], bool]) -> list[str]:

@@ -18,6 +18,8 @@ from tests.runtime.binding_api import (
     MODULE,
     UNKNOWN,
     Use,
+    bad_calls,
+    collect,
     collect_usage,
     missing_names,
     pycuda_api,
@@ -94,6 +96,34 @@ def test_a_misspelled_call_in_source_is_found_end_to_end(api, tmp_path):
     assert missing_names(uses, api.has) == [
         "BuilderFlag.TF23 at bad.py:6",
         "BuilderFlag.<getattr> at bad.py:7",
+    ]
+
+
+def test_every_tensorrt_call_matches_a_bound_signature(api):
+    _, calls = collect(CODE, ROOT, "tensorrt", api)
+    assert bad_calls(calls, api) == []
+    known = [c for c in calls if api.signatures.get((c.owner, c.member))]
+    checked = [c for c in known if None not in api.signatures[(c.owner, c.member)]]
+    assert len(checked) >= 0.7 * len(calls), "most calls should be checked against a signature"
+
+
+def test_a_call_with_the_wrong_arguments_is_reported(api, tmp_path):
+    source = tmp_path / "bad.py"
+    source.write_text(
+        "def build(engine):\n"
+        "    import tensorrt as trt\n"
+        "    logger = trt.Logger()\n"
+        "    builder = trt.Builder(logger)\n"
+        "    config = builder.create_builder_config()\n"
+        "    config.set_timing_cache(config.create_timing_cache(b''))\n"
+        "    refitter = trt.Refitter(engine, logger)\n"
+        "    refitter.set_named_weights('w', trt.Weights(), where=trt.TensorLocation.DEVICE)\n"
+        "    refitter.refit_cuda_engine_async(0)\n"
+    )
+    _, calls = collect([source], tmp_path, "tensorrt", api)
+    assert bad_calls(calls, api) == [
+        "IBuilderConfig.set_timing_cache(1 positional, keywords []) at bad.py:6",
+        "Refitter.set_named_weights(2 positional, keywords ['where']) at bad.py:8",
     ]
 
 
