@@ -1,4 +1,9 @@
-"""Compile the kernel emulation once per session (g++), shared by the kernel tests."""
+"""Compile the kernel emulation once per session (g++), shared by the kernel tests.
+
+Small compile-time sizes (32 threads, 16 kept rows in shared memory, 16 candidates) let
+small inputs reach every path of the top-K kernel: shared and global kept lists, selection
+on shared-memory candidates and on the score row in global memory.
+"""
 
 from __future__ import annotations
 
@@ -14,4 +19,4 @@ from kernels.emulated import EmulatedKernels
 def emulated(tmp_path_factory: pytest.TempPathFactory) -> EmulatedKernels:
     if shutil.which("g++") is None:
         pytest.skip("g++ not found: the kernel emulation cannot be compiled")
-    return EmulatedKernels(build_emulation(tmp_path_factory.mktemp("emulation")))
+    return EmulatedKernels(build_emulation(tmp_path_factory.mktemp("emulation"), candidates=16))
