@@ -367,18 +367,26 @@ def find_tensorrt_include(extra: str | None = None) -> Path | None:
     return None
 
 
-def build_plugin(out: Path, tensorrt_include: str | None = None, device: Device = "auto") -> Path:
-    """Compile the ``TopKMemory`` TensorRT plugin into ``out/libsemedge_plugins.so``."""
+PLUGIN_EXPORTS = ROOT / "topk_memory" / "libsemedge_plugins.map"
+WARNINGS = ("-Wall", "-Wextra")
+
+
+def build_plugin(
+    out: Path, tensorrt_include: str | None = None, device: Device = "auto", strict: bool = False
+) -> Path:
+    """Compile the ``TopKMemory`` TensorRT plugin into ``out/libsemedge_plugins.so``.
+
+    Exports only ``getCreators`` and ``setLoggerFinder`` (hidden visibility + the version
+    script ``libsemedge_plugins.map``). Needs no TensorRT library at link time: TensorRT
+    calls in through the interfaces. ``strict`` turns warnings into errors (CI).
+    """
     nvcc = _tool("nvcc", "compile the TensorRT plugin")
-    include = find_tensorrt_include(tensorrt_include)
-    if include is None:
-        raise KernelBuildError(
-            "TensorRT headers (NvInfer.h) not found; build the plugin on a "
-            "Jetson with TensorRT installed or pass --tensorrt-include DIR"
-        )
+    include = _tensorrt_include(tensorrt_include)
     out.mkdir(parents=True, exist_ok=True)
     library = out / PLUGIN_LIBRARY
-    gencode = _gencode_flags(nvcc, device)
+    host_flags = ",".join(
+        ["-fPIC", "-fvisibility=hidden", *WARNINGS, *(["-Werror"] if strict else [])]
+    )
     _run(
         [
             nvcc,
@@ -386,17 +394,71 @@ def build_plugin(out: Path, tensorrt_include: str | None = None, device: Device 
             "-O3",
             "-std=c++17",
             "-Xcompiler",
-            "-fPIC",
+            host_flags,
+            f"-Xlinker=--version-script={PLUGIN_EXPORTS}",
             f"-DTOPK_BLOCK={TOPK_BLOCK}",
-            *gencode,
-            f"-I{include}",
+            *_gencode_flags(nvcc, device),
+            f"-isystem={include}",
             *map(str, PLUGIN_SOURCES),
-            "-lnvinfer",
             "-o",
             str(library),
         ]
     )
     return library
+
+
+def build_plugin_emulated(out: Path, tensorrt_include: str | None = None) -> Path:
+    """The plugin with its launcher on the host emulation: ``enqueue`` runs the kernels on the
+    CPU (host pointers). g++, ``-Wall -Wextra -Werror``, same exports as the real library.
+
+    For the harness that drives the plugin as TensorRT would (tests/kernels/test_plugin.py).
+    """
+    include = _tensorrt_include(tensorrt_include)
+    library = (
+        out
+        / f"libsemedge_plugins_emulated_{hashlib.sha256(str(include).encode()).hexdigest()[:8]}.so"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    command = [
+        *host_compiler("compile the emulated plugin"),
+        "-std=c++17",
+        "-O2",
+        "-fPIC",
+        "-shared",
+        "-pthread",
+        "-fvisibility=hidden",
+        *WARNINGS,
+        "-Werror",
+        "-Wno-unknown-pragmas",  # the kernels' #pragma unroll
+        "-Wl,-z,defs",
+        f"-Wl,--version-script={PLUGIN_EXPORTS}",
+        f"-DTOPK_BLOCK={TOPK_BLOCK}",
+        # system headers: warnings inside TensorRT's own inline code are not ours
+        f"-isystem{include}",
+        *(f"-isystem{folder}" for folder in cuda_includes()),
+        str(PLUGIN_SOURCES[0]),
+        str(ROOT / "emulation" / "plugin_launch.cpp"),
+    ]
+    return _link(command, library)
+
+
+def _tensorrt_include(extra: str | None) -> Path:
+    include = find_tensorrt_include(extra)
+    if include is None:
+        raise KernelBuildError(
+            "TensorRT headers (NvInfer.h) not found; build the plugin on a "
+            "Jetson with TensorRT installed or pass --tensorrt-include DIR"
+        )
+    return include
+
+
+def cuda_includes() -> list[Path]:
+    """Folders with cuda_runtime_api.h and what it includes (the TensorRT headers need it) for
+    host compiles: the CUDA 12 headers from PyPI, else the include folder beside nvcc."""
+    found = [_pypi_nvidia(f"{package}/include") for package in ("cuda_runtime", "cuda_nvcc")]
+    if None in found:
+        return [Path(_tool("nvcc", "find the CUDA headers")).resolve().parent.parent / "include"]
+    return [folder for folder in found if folder]
 
 
 COUNTING_FLAGS = (  # every load/store becomes a call the emulation counts (traffic.h)
