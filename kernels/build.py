@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -603,10 +603,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plugin", action="store_true", help="also build the TensorRT plugin")
     parser.add_argument("--tensorrt-include", help="folder with NvInfer.h (default: search)")
     parser.add_argument("--json", action="store_true", help="print the resource report as JSON")
+    parser.add_argument(
+        "--jetpack6",
+        action="store_true",
+        help="also compile every kernel with CUDA 12.6's NVRTC + ptxas for sm_87 (PyPI "
+        "packages of the dev extra) and add its report",
+    )
     args = parser.parse_args(argv)
     args.out = args.out or cache_dir()
     try:
         usage = build_fatbins(args.out)
+        if args.jetpack6:
+            for name, found in build_cubins_cuda12(args.out / "cuda12").items():
+                usage[name] += [replace(r, arch=f"{r.arch} (CUDA 12.6)") for r in found]
         if args.plugin:
             print(f"plugin: {build_plugin(args.out, args.tensorrt_include)}", file=sys.stderr)
     except SemedgeError as error:
