@@ -24,8 +24,3 @@ def topk_memory_launches(batch: int, L: int, n: int, block: int) -> list[tuple[s
             "split the queries into several calls"
         )
     return [("topk_scores", batch * -(-n // block)), ("topk_select", batch * L)]
-
-
-def topk_workspace_bytes(rows: int, n: int, topk: int) -> int:
-    """Workspace bytes for ``rows`` = B·L query rows (see topk_memory.cuh)."""
-    return 4 * rows * (n + 2 * topk)

@@ -67,6 +67,28 @@ __device__ unsigned block_scan(unsigned x, unsigned* scratch, unsigned* total) {
     return prefix;
 }
 
+// The histogram bin, counting from the top, that holds the need-th largest entry, and how many
+// of its entries are still needed (written to *bin, *left). Thread t sums `per` bins below
+// bin (bins - 1 - t*per); a block scan finds the one thread whose bins cross `need`, and only
+// that thread walks its own bins — so no thread walks all of them.
+__device__ void find_bin(const unsigned* hist, unsigned bins, unsigned need, unsigned* scratch,
+                         unsigned* bin, unsigned* left) {
+    const unsigned per = (bins + TOPK_BLOCK - 1) / TOPK_BLOCK;
+    const int high = (int)bins - 1 - (int)(threadIdx.x * per);
+    unsigned mine = 0u;
+    for (int i = high; i > high - (int)per && i >= 0; --i) mine += hist[i];
+    unsigned total;
+    const unsigned through = block_scan(mine, scratch, &total);  // bins from the top to mine
+    if (through - mine < need && need <= through) {
+        unsigned still = need - (through - mine);
+        int at = high;
+        while (hist[at] < still) still -= hist[at--];
+        *bin = (unsigned)at;
+        *left = still;
+    }
+    __syncthreads();
+}
+
 template <typename T>
 __device__ void topk_scores_body(const T* __restrict__ q, const T* __restrict__ k,
                                  float* __restrict__ ws_score, int L, int n, int d) {
@@ -154,7 +176,7 @@ __device__ void topk_select_body(const T* __restrict__ v, T* __restrict__ out,
     __shared__ float s_weight[TOPK_SHARED_K];
     __shared__ unsigned s_cand_key[TOPK_CANDIDATES];
     __shared__ int s_cand_index[TOPK_CANDIDATES];
-    __shared__ unsigned s_prefix, s_need, s_in_bin;
+    __shared__ unsigned s_bin, s_need;
 
     const unsigned t = threadIdx.x;
     const long long row = blockIdx.x;
@@ -178,18 +200,12 @@ __device__ void topk_select_body(const T* __restrict__ v, T* __restrict__ out,
             if ((key & mask) == prefix) atomicAdd(&s_hist[(key >> shift) & (bins - 1)], 1u);
         }
         __syncthreads();
-        if (t == 0) {
-            unsigned left = need, bin = bins - 1;
-            while (s_hist[bin] < left) left -= s_hist[bin--];
-            s_prefix = prefix | (bin << shift);
-            s_need = left;
-            s_in_bin = s_hist[bin];
-        }
-        __syncthreads();
-        prefix = s_prefix;
+        find_bin(s_hist, bins, need, s_scan, &s_bin, &s_need);
+        prefix |= s_bin << shift;
         need = s_need;
         mask |= (bins - 1) << shift;
-        const unsigned in_bin = s_in_bin;
+        const unsigned in_bin = s_hist[s_bin];
+        __syncthreads();  // everyone has read the histogram before the next level clears it
         if (from.cand_key == nullptr && level < 2 && in_bin <= TOPK_CANDIDATES) {
             taken = ordered_pass(from, count, mask, prefix, 0u, kept, 0u, s_cand_key,
                                  s_cand_index, s_scan);
