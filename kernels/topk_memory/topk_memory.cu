@@ -140,25 +140,27 @@ struct Entries {
 __device__ unsigned ordered_pass(Entries from, int count, unsigned mask, unsigned prefix,
                                  unsigned ties, int* kept, unsigned taken, unsigned* cand_key,
                                  int* cand_index, unsigned* scratch) {
-    const unsigned t = threadIdx.x;
+    const bool split = cand_key != nullptr;  // equal entries become candidates
     unsigned equal_seen = 0u;
     for (int start = 0; start < count; start += TOPK_BLOCK) {
-        const int i = start + (int)t;
-        const unsigned key = i < count ? from.key(i) & mask : 0u;
-        const unsigned greater = (i < count && key > prefix) ? 1u : 0u;
-        const unsigned equal = (i < count && key == prefix) ? 1u : 0u;
-        const unsigned packed = greater | (equal << 16);
-        unsigned total;
-        const unsigned before = block_scan(packed, scratch, &total) - packed;
-        const unsigned ties_left = cand_key ? ~0u : (ties > equal_seen ? ties - equal_seen : 0u);
-        if (greater) kept[taken + (before & 0xFFFFu) + (cand_key ? 0u : umin_(before >> 16, ties_left))] = from.index(i);
-        if (equal && cand_key) {
-            cand_key[equal_seen + (before >> 16)] = from.key(i);
-            cand_index[equal_seen + (before >> 16)] = from.index(i);
-        } else if (equal && (before >> 16) < ties_left) {
-            kept[taken + (before & 0xFFFFu) + (before >> 16)] = from.index(i);
+        const int i = start + (int)threadIdx.x;
+        const unsigned key = i < count ? from.key(i) : 0u;
+        const unsigned greater = (i < count && (key & mask) > prefix) ? 1u : 0u;
+        const unsigned equal = (i < count && (key & mask) == prefix) ? 1u : 0u;
+        unsigned total;  // block totals: greater in the low 16 bits, equal in the high 16
+        const unsigned before = block_scan(greater | (equal << 16), scratch, &total) -
+                                (greater | (equal << 16));
+        const unsigned greater_before = before & 0xFFFFu, equal_before = before >> 16;
+        const unsigned ties_left = split ? 0u : (ties > equal_seen ? ties - equal_seen : 0u);
+        const unsigned kept_equal_before = umin_(equal_before, ties_left);
+        if (greater) kept[taken + greater_before + kept_equal_before] = from.index(i);
+        if (equal && split) {
+            cand_key[equal_seen + equal_before] = key;
+            cand_index[equal_seen + equal_before] = from.index(i);
+        } else if (equal && equal_before < ties_left) {
+            kept[taken + greater_before + equal_before] = from.index(i);
         }
-        taken += (total & 0xFFFFu) + (cand_key ? 0u : umin_(total >> 16, ties_left));
+        taken += (total & 0xFFFFu) + umin_(total >> 16, ties_left);
         equal_seen += total >> 16;
     }
     __syncthreads();
