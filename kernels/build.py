@@ -380,8 +380,8 @@ def build_plugin(
     script ``libsemedge_plugins.map``). Needs no TensorRT library at link time: TensorRT
     calls in through the interfaces. ``strict`` turns warnings into errors (CI).
     """
-    nvcc = _tool("nvcc", "compile the TensorRT plugin")
     include = _tensorrt_include(tensorrt_include)
+    nvcc = _tool("nvcc", "compile the TensorRT plugin")
     out.mkdir(parents=True, exist_ok=True)
     library = out / PLUGIN_LIBRARY
     host_flags = ",".join(

@@ -135,3 +135,12 @@ def test_missing_nvcc_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(KernelBuildError, match="nvcc not found"):
         build_fatbins(tmp_path)
+
+
+def test_missing_cuda12_packages_is_a_one_line_error(monkeypatch, tmp_path: Path) -> None:
+    import kernels.build
+
+    monkeypatch.setattr(kernels.build, "_pypi_nvidia", lambda relative: None)
+    with pytest.raises(KernelBuildError, match=r"pip install nvidia-cuda-nvrtc-cu12==12\.6\.85"):
+        build_cubins_cuda12(tmp_path / "out")
+    assert not (tmp_path / "out").exists()

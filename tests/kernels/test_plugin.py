@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernels.build import build_plugin, build_plugin_emulated, cuda_includes, host_compiler
+from kernels.build import (
+    KernelBuildError,
+    build_plugin,
+    build_plugin_emulated,
+    cuda_includes,
+    host_compiler,
+)
 from kernels.reference import REFERENCES
 
 HARNESS = Path(__file__).with_name("plugin_harness.cpp")
@@ -87,3 +93,13 @@ def test_harness_drives_the_plugin_like_tensorrt(tensorrt_include, tmp_path):
         want, index = REFERENCES["topk_memory"](*(a.astype(dtype) for a in (q, k, v)), topk)
         np.testing.assert_array_equal(np.sort(kept, -1), np.sort(index, -1))
         np.testing.assert_allclose(out, want, atol=(1e-5, 2e-3)[run], rtol=0)
+
+
+@pytest.mark.parametrize("build", [build_plugin, build_plugin_emulated])
+def test_missing_tensorrt_headers_is_a_one_line_error(build, tmp_path, monkeypatch) -> None:
+    import kernels.build
+
+    monkeypatch.setattr(kernels.build, "TENSORRT_INCLUDES", ())
+    with pytest.raises(KernelBuildError, match=r"NvInfer.h\) not found.*--tensorrt-include"):
+        build(tmp_path / "out", str(tmp_path))
+    assert not (tmp_path / "out").exists()
