@@ -21,6 +21,7 @@ import numpy as np
 
 from kernels.build import TOPK_BLOCK, build_fatbins, cache_dir
 from kernels.emulated import suffix
+from kernels.launch import topk_memory_launches
 from kernels.reference import _check_delta, _check_topk
 from sdk.errors import SemedgeError, missing
 
@@ -59,14 +60,24 @@ class CudaKernels:
             ) from None
         if not all((fatbin_dir / f"{m}.fatbin").is_file() for m in ("topk_memory", "sparse_delta")):
             build_fatbins(fatbin_dir)
+        try:
+            self._load(fatbin_dir)
+        except cuda.Error:  # a fatbin cached by an older semedge lacks today's kernels
+            build_fatbins(fatbin_dir)
+            self._load(fatbin_dir)
+
+    def _load(self, fatbin_dir: Path) -> None:
+        cuda = self.cuda
         self.context.push()
         try:
             topk = cuda.module_from_file(str(fatbin_dir / "topk_memory.fatbin"))
             delta = cuda.module_from_file(str(fatbin_dir / "sparse_delta.fatbin"))
             self.functions: dict[str, Any] = {}
             for s in ("f32", "f16"):
-                self.functions[f"topk_memory_{s}"] = topk.get_function(f"topk_memory_{s}")
-                self.functions[f"topk_memory_{s}"].prepare("PPPPPPPiiii")
+                for name in ("topk_scores", "topk_select"):
+                    fn = topk.get_function(f"{name}_{s}")
+                    fn.prepare("PPPPPPPiiii")
+                    self.functions[f"{name}_{s}"] = fn
                 for op, signature in (("apply", "PPPPq"), ("restore", "PPPq")):
                     fn = delta.get_function(f"sparse_delta_{op}_{s}")
                     fn.prepare(signature)
@@ -99,27 +110,19 @@ class CudaKernels:
         topk: int,
         stream: Any = None,
     ) -> None:
-        """One block per query row; ``workspace`` holds ``topk_workspace_bytes`` bytes."""
+        """The launches of :func:`kernels.launch.topk_memory_launches`, in order, on ``stream``;
+        ``workspace`` holds ``topk_workspace_bytes`` bytes."""
         rows = batch * L
         index = workspace + 4 * rows * n
         weight = index + 4 * rows * topk
-        self._call(
-            f"topk_memory_{suffix(dtype)}",
-            rows,
-            TOPK_BLOCK,
-            stream,
-            q,
-            k,
-            v,
-            out,
-            workspace,
-            index,
-            weight,
-            L,
-            n,
-            d,
-            topk,
-        )
+        for kernel, blocks in topk_memory_launches(batch, L, n, TOPK_BLOCK):
+            self._call(
+                f"{kernel}_{suffix(dtype)}",
+                blocks,
+                TOPK_BLOCK,
+                stream,
+                *(q, k, v, out, workspace, index, weight, L, n, d, topk),
+            )
 
     def launch_sparse_delta_apply(
         self,

@@ -25,7 +25,6 @@ we could confuse).
 from __future__ import annotations
 
 import ast
-import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -484,17 +483,3 @@ def missing_names(uses: Iterable[Use], has: Callable[[str, str], bool]) -> list[
         if not has(use.owner, use.member):
             bad.append(f"{use.owner}.{use.member} at {use.where}")
     return bad
-
-
-def shared_dir(root: Path) -> Path:
-    """``shared/`` beside the repository (for a git worktree: beside its main checkout).
-
-    ``$SEMEDGE_SHARED`` overrides it.
-    """
-    if os.environ.get("SEMEDGE_SHARED"):
-        return Path(os.environ["SEMEDGE_SHARED"])
-    dot_git = root / ".git"
-    if dot_git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
-        gitdir = Path(dot_git.read_text().split(":", 1)[1].strip())
-        return gitdir.parents[2].parent / "shared"
-    return root.parent / "shared"

@@ -23,13 +23,12 @@ from tests.runtime.binding_api import (
     collect_usage,
     missing_names,
     pycuda_api,
-    shared_dir,
     trt_api,
 )
+from tests.third_party import TENSORRT_RELEASES, shared_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = shared_dir(ROOT)
-TRT_RELEASES = ("10.3.0", "10.13.3")
 PYCUDA_FLOOR = "2025.1.2"
 CODE = sorted(
     p for d in ("sdk", "kernels", "calibration", "tools") for p in (ROOT / d).rglob("*.py")
@@ -43,7 +42,7 @@ def _folder(*parts: str, how: str = "only CI and the project's machines have sha
     return folder
 
 
-@pytest.fixture(scope="module", params=TRT_RELEASES)
+@pytest.fixture(scope="module", params=TENSORRT_RELEASES)
 def api(request):
     return trt_api(_folder("tensorrt", request.param))
 
