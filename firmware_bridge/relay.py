@@ -12,6 +12,7 @@ is how a second concurrent host session is tested. Linux/macOS only (``os.openpt
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import select
@@ -35,6 +36,8 @@ class Faults:
     drop: float = 0.0
     flip: float = 0.0
     dup: float = 0.0
+    """Probabilities per byte that it is dropped, has one bit flipped, or is sent twice
+    (at most one fault per byte; a fault's kind is drawn in these proportions)."""
     stall: float = 0.0
     """Probability per forwarded block of a 0.05-0.3 s stall."""
     disconnect_after: list[int] = field(default_factory=list)
@@ -58,6 +61,7 @@ class Relay:
         self.to_agent = 0
         self.to_host = 0
         self.down_until = 0.0
+        self._until_fault: int | None = None
         self._disconnects = sorted(self.faults.disconnect_after)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -72,21 +76,33 @@ class Relay:
             t.start()
 
     def _mangle(self, data: bytes) -> bytes:
+        """Apply the byte faults. The clean run before the next fault is drawn from its
+        geometric distribution, so a clean stretch costs one slice, not a draw per byte."""
         f = self.faults
-        if not (f.drop or f.flip or f.dup):
+        total = f.drop + f.flip + f.dup
+        if not total:
             return data
         out = bytearray()
+        pos = 0
         with self._lock:
-            for b in data:
-                r = self.rng.random()
-                if r < f.drop:
-                    continue
-                if r < f.drop + f.flip:
-                    b ^= 1 << self.rng.randrange(8)
-                out.append(b)
-                if self.rng.random() < f.dup:
-                    out.append(b)
-        return bytes(out)
+            if self._until_fault is None:
+                self._until_fault = self._clean_run(total)
+            while pos + self._until_fault < len(data):
+                at = pos + self._until_fault
+                out += data[pos:at]
+                kind = self.rng.random() * total
+                if kind >= f.drop + f.flip:
+                    out += data[at : at + 1] * 2
+                elif kind >= f.drop:
+                    out.append(data[at] ^ (1 << self.rng.randrange(8)))
+                pos = at + 1
+                self._until_fault = self._clean_run(total)
+            self._until_fault -= len(data) - pos
+        return bytes(out + data[pos:])
+
+    def _clean_run(self, fault_rate: float) -> int:
+        """Bytes before the next fault when each byte is hit with ``fault_rate``."""
+        return int(math.log(1.0 - self.rng.random()) / math.log1p(-min(fault_rate, 0.5)))
 
     def _count(self, n: int, to_agent: bool) -> bool:
         """Account ``n`` bytes; False while the link is cut."""
