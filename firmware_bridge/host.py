@@ -84,6 +84,8 @@ class Flasher:
         retries: int = 5,
         compress: bool = True,
         progress: bool = True,
+        label: str = "flash",
+        position: int | None = None,
     ) -> None:
         self.link = link
         self.window = window
@@ -95,6 +97,8 @@ class Flasher:
         self.retries = retries
         self.compress = compress
         self.progress = progress
+        self.label = label
+        self.position = position
         self.seq = 0
         self.session: int | None = None
         self.connected = False
@@ -260,8 +264,9 @@ class Flasher:
         self.sizer.min_chunk = min(self.sizer.min_chunk, self.sizer.max_chunk)
         window = min(self.window, int(self.device.get("window", self.window)))
         upload = _Upload(self, blob, offset, window)
-        with tqdm(total=len(blob), initial=offset, unit="B", unit_scale=True,
-                  file=sys.stderr, disable=not self.progress, desc="flash") as bar:  # fmt: skip
+        with tqdm(total=len(blob), initial=offset, unit="B", unit_scale=True, file=sys.stderr,
+                  disable=not self.progress, desc=self.label, position=self.position,
+                  leave=True) as bar:  # fmt: skip
             while upload.acked < len(blob):
                 before = upload.acked
                 upload.step()
