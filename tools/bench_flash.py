@@ -17,7 +17,8 @@ compressible payload with per-chunk zlib on:
 With ``--faults 1e-6,1e-5,1e-4,1e-3`` it measures the link under noise instead: the
 relay drops, flips and duplicates each byte with probability ``p`` each (so about
 ``3p`` of the bytes are damaged, both directions), and each rate is flashed
-``--repeats`` times with the flasher's defaults (``serial_flasher``: adaptive frame
+``--repeats`` times (rates interleaved, so load drift on a shared machine hits them
+alike; include ``0`` for a clean reference in the same run) with the flasher's defaults (``serial_flasher``: adaptive frame
 size, compression on, which random data never uses). Goodput = tar bytes / DATA phase
 / line rate, next to what :mod:`firmware_bridge.framesize` predicts at the optimum
 frame size for ``3p``.
@@ -163,10 +164,11 @@ def fault_sweep(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         tar = make(tmp, args.size, False)
-        for rate in rates:
-            for seed in range(args.repeats):
+        for seed in range(args.repeats):  # rates interleaved: load drift hits all alike
+            for rate in rates:
                 rows.append(run_faulty(tar, rate, seed, args.baud, tmp))
                 print(json.dumps(rows[-1]), flush=True)
+    rows.sort(key=lambda r: (r["p_each"], r["seed"]))
     print(f"\nline rate {args.baud} baud 8N1 = {args.baud / 10:.0f} B/s, payload {args.size} B")
     print(f"{'p each':>7} {'q=3p':>7} {'L* (theory)':>11} {'G(L*)':>6} {'done':>5} "
           f"{'goodput':>8} {'e2e':>6} {'lost':>5} {'final L':>7} {'q est':>8}")  # fmt: skip
