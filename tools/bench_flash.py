@@ -18,8 +18,9 @@ With ``--faults 1e-6,1e-5,1e-4,1e-3`` it measures the link under noise instead: 
 relay drops, flips and duplicates each byte with probability ``p`` each (so about
 ``3p`` of the bytes are damaged, both directions), and each rate is flashed
 ``--repeats`` times (rates interleaved, so load drift on a shared machine hits them
-alike; include ``0`` for a clean reference in the same run) with the flasher's defaults (``serial_flasher``: adaptive frame
-size, compression on, which random data never uses). Goodput = tar bytes / DATA phase
+alike; include ``0`` for a clean reference in the same run) with the flasher's
+defaults (``serial_flasher``: adaptive frame size, compression on, which random data
+never uses). Goodput = tar bytes / DATA phase
 / line rate, next to what :mod:`firmware_bridge.framesize` predicts at the optimum
 frame size for ``3p``.
 
@@ -192,14 +193,15 @@ def plot_sweep(rows: list[dict], args: argparse.Namespace) -> None:
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    ps = np.logspace(np.log10(min(r["p_each"] for r in rows)) - 0.3,
-                     np.log10(max(r["p_each"] for r in rows)) + 0.2, 60)  # fmt: skip
+    noisy = [r["p_each"] for r in rows if r["p_each"] > 0]
+    ps = np.logspace(np.log10(min(noisy)) - 0.3,
+                     np.log10(max(noisy)) + 0.2, 60)  # fmt: skip
     qs = 1 - (1 - 2 * ps) * (1 - ps)
     theory = [framesize.goodput(min(framesize.optimal_chunk(q), 8192), q) for q in qs]
     fixed = [framesize.goodput(8192, q) for q in qs]
     ax.semilogx(ps, theory, "k-", lw=1, label="theory, optimum frame (≤ 8 KiB)")
     ax.semilogx(ps, fixed, "k:", lw=1, label="theory, fixed 8 KiB frames")
-    done = [r for r in rows if r["completed"]]
+    done = [r for r in rows if r["completed"] and r["p_each"] > 0]
     ax.semilogx([r["p_each"] for r in done], [r["goodput"] for r in done], "o", c="C0",
                 label="measured DATA phase")  # fmt: skip
     ax.semilogx([r["p_each"] for r in done], [r["end_to_end"] for r in done], "x", c="C1",
