@@ -45,6 +45,10 @@ class Faults:
     disconnect_seconds: float = 1.5
     rate: float | None = None
     """Bytes per second per direction (None = as fast as the ptys go)."""
+    fifo: float = 0.01
+    """Seconds of line time a paced direction may catch up after this thread woke late
+    (a UART's transmit FIFO keeps the line busy meanwhile; 10 ms = 920 bytes at 921,600
+    baud). Over any span the bytes stay below ``rate`` × (span + ``fifo``)."""
     seed: int = 0
 
 
@@ -136,7 +140,9 @@ class Relay:
             if not self._count(len(data), to_agent):
                 continue  # cable pulled: bytes in flight are lost
             if rate:
-                wire_free = max(wire_free, time.monotonic()) + len(data) / rate
+                # a late wakeup of this thread is not an idle line: a UART keeps sending
+                # from its FIFO, so up to ``fifo`` seconds of lateness are caught up
+                wire_free = max(wire_free, time.monotonic() - self.faults.fifo) + len(data) / rate
                 time.sleep(max(0.0, wire_free - time.monotonic()))
             data = self._mangle(data)
             for dst in dsts:

@@ -107,9 +107,11 @@ def run_one(tar: Path, chunk: int, window: int, baud: int, compress: bool, tmp: 
         relay.close()
 
 
-def run_faulty(tar: Path, rate: float, seed: int, baud: int, tmp: Path) -> dict:
+def run_faulty(
+    tar: Path, rate: float, seed: int, baud: int, tmp: Path, pipe: int, fifo: float
+) -> dict:
     """Flash ``tar`` through a relay damaging each byte with ``rate`` per fault kind."""
-    faults = Faults(drop=rate, flip=rate, dup=rate, rate=baud / 10, seed=seed)
+    faults = Faults(drop=rate, flip=rate, dup=rate, rate=baud / 10, seed=seed, fifo=fifo)
     relay = Relay(faults)
     root = tmp / f"root-{rate}-{seed}-{time.monotonic_ns()}"
     agent = subprocess.Popen(
@@ -118,10 +120,10 @@ def run_faulty(tar: Path, rate: float, seed: int, baud: int, tmp: Path) -> dict:
     )
     q = 1 - (1 - 2 * rate) * (1 - rate)  # damaged bytes per byte
     best = framesize.optimal_chunk(q)
-    row = {"p_each": rate, "damaged_per_byte": q, "seed": seed, "theory_chunk": best,
+    row = {"p_each": rate, "damaged_per_byte": q, "seed": seed, "pipe": pipe, "theory_chunk": best,
            "theory_goodput": framesize.goodput(min(best, 8192), q)}  # fmt: skip
     try:
-        flasher = serial_flasher(relay.host_port, baud, progress=False)
+        flasher = serial_flasher(relay.host_port, baud, progress=False, pipe=pipe)
         deadline = time.monotonic() + 30
         while True:  # wait for the agent process; not timed
             try:
@@ -149,6 +151,7 @@ def run_faulty(tar: Path, rate: float, seed: int, baud: int, tmp: Path) -> dict:
             "goodput": size / stats.data_seconds / line if stats.data_seconds else 0.0,
             "end_to_end": size / seconds / line, "lost_frames": stats.lost_frames,
             "retransmitted": stats.retransmitted, "reconnects": stats.reconnects,
+            "timeouts": stats.timeouts, "fifo": fifo,
             "frame_sizes": stats.frame_sizes,
             "final_chunk": flasher.sizer.chunk if flasher.sizer else None,
             "estimated_damage_per_byte": stats.fault_rate_estimate,
@@ -165,16 +168,19 @@ def fault_sweep(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         tar = make(tmp, args.size, False)
-        for seed in range(args.repeats):  # rates interleaved: load drift hits all alike
+        pipes = [int(x) for x in args.pipe.split(",")]
+        for seed in range(args.repeats):  # interleaved: load drift hits every setting alike
             for rate in rates:
-                rows.append(run_faulty(tar, rate, seed, args.baud, tmp))
-                print(json.dumps(rows[-1]), flush=True)
-    rows.sort(key=lambda r: (r["p_each"], r["seed"]))
+                for pipe in pipes:
+                    rows.append(run_faulty(tar, rate, seed, args.baud, tmp, pipe, args.fifo))
+                    print(json.dumps(rows[-1]), flush=True)
+    rows.sort(key=lambda r: (r["p_each"], r["pipe"], r["seed"]))
     print(f"\nline rate {args.baud} baud 8N1 = {args.baud / 10:.0f} B/s, payload {args.size} B")
-    print(f"{'p each':>7} {'q=3p':>7} {'L* (theory)':>11} {'G(L*)':>6} {'done':>5} "
+    print(f"{'p each':>7} {'pipe':>6} {'q=3p':>7} {'L* (theory)':>11} {'G(L*)':>6} {'done':>5} "
           f"{'goodput':>8} {'e2e':>6} {'lost':>5} {'final L':>7} {'q est':>8}")  # fmt: skip
     for r in rows:
-        print(f"{r['p_each']:>7.0e} {r['damaged_per_byte']:>7.1e} {r['theory_chunk']:>11.0f} "
+        print(f"{r['p_each']:>7.0e} {r['pipe']:>6} {r['damaged_per_byte']:>7.1e} "
+              f"{r['theory_chunk']:>11.0f} "
               f"{r['theory_goodput']:>6.3f} {r['completed']!s:>5} {r['goodput']:>8.3f} "
               f"{r['end_to_end']:>6.3f} {r['lost_frames']:>5} {r['final_chunk']:>7} "
               f"{r['estimated_damage_per_byte']:>8.1e}")  # fmt: skip
@@ -226,6 +232,10 @@ def main() -> int:
     ap.add_argument("--json", help="write the rows as JSON here")
     ap.add_argument("--faults", help="comma-separated fault rates per byte: run the noise sweep")
     ap.add_argument("--repeats", type=int, default=3, help="flashes per fault rate (default 3)")
+    ap.add_argument("--fifo", type=float, default=0.01, help="seconds of UART FIFO the relay "
+                    "emulates (default 0.01; 0 = every late wakeup idles the line)")  # fmt: skip
+    ap.add_argument("--pipe", default="16384", help="comma-separated pipe sizes to compare "
+                    "(bytes of unknown fate in flight; default 16384, the flasher's)")  # fmt: skip
     args = ap.parse_args()
     if args.faults:
         if args.plot == ap.get_default("plot"):

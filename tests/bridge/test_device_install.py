@@ -163,3 +163,14 @@ def test_agent_extra_venv_has_no_torch_and_runs_agent_flash_runtime(
         print("ok")
     """, str(active), str(flashed[0]), str(data))  # fmt: skip
     assert out.strip() == "ok"
+
+
+def test_training_command_without_the_train_extra_is_one_line(agent_venv, onnx_build, tmp_path):
+    _, _, data = onnx_build
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([agent_venv, "-m", "sdk.cli", "export", str(data / "jscc"), "--out",
+                          str(tmp_path / "x.onnx")], env=env, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert res.returncode == 2
+    [line] = res.stderr.strip().splitlines()
+    assert "torch is not installed" in line and "semedge[train]" in line
