@@ -107,8 +107,14 @@ def build(
     plugins: Sequence[str | Path] = (),
     timing_cache: str | Path | None = None,
     max_batch: int = 32,
+    security_counter: int = 0,
 ) -> Path:
-    """Build an artifact directory at ``out`` from a checkpoint or ``.onnx``; returns ``out``."""
+    """Build an artifact directory at ``out`` from a checkpoint or ``.onnx``; returns ``out``.
+
+    ``security_counter`` goes into the manifest: an agent refuses an artifact whose
+    counter is below the installed one, so raising it retires older (e.g. vulnerable)
+    builds even though they are validly signed.
+    """
     import onnx
 
     from sdk.onnx_io import io_specs, read_metadata
@@ -117,6 +123,8 @@ def build(
     backend = resolve_backend(backend)
     if precision not in artifact.PRECISIONS:
         raise BuildError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
+    if not 0 <= security_counter < 2**31:
+        raise BuildError(f"security counter {security_counter} must be between 0 and 2**31 - 1")
     work = Path(tempfile.mkdtemp(prefix="semedge-build-"))
     try:
         onnx_path, model = _onnx_from(source, work, part, delta_targets, topk_plugin)
@@ -151,6 +159,7 @@ def build(
         manifest = artifact.make_manifest(
             name=name or source.stem,
             version=version,
+            security_counter=security_counter,
             model_class=meta["model_class"],
             part=meta["part"],
             base_fingerprint=meta["base_fingerprint"],

@@ -29,6 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
     p.add_argument("--max-batch", type=int, default=32, help="TensorRT profile max batch (32)")
     p.add_argument("--tar", action="store_true", help="also pack the artifact as OUT.tar")
+    p.add_argument(
+        "--security-counter",
+        type=int,
+        default=0,
+        metavar="N",
+        help="anti-rollback counter in the manifest: devices refuse builds below the "
+        "installed one (0)",
+    )
     p.set_defaults(func=run)
 
 
@@ -51,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         plugins=args.plugin,
         timing_cache=args.timing_cache,
         max_batch=args.max_batch,
+        security_counter=args.security_counter,
     )
     manifest = artifact.verify_artifact(out)
     print(f"wrote {out}: {artifact.describe(manifest)}")
