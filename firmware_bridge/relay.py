@@ -46,9 +46,10 @@ class Faults:
     rate: float | None = None
     """Bytes per second per direction (None = as fast as the ptys go)."""
     fifo: float = 0.01
-    """Seconds of line time a paced direction may catch up after this thread woke late
-    (a UART's transmit FIFO keeps the line busy meanwhile; 10 ms = 920 bytes at 921,600
-    baud). Over any span the bytes stay below ``rate`` × (span + ``fifo``)."""
+    """Seconds of data a paced direction's emulated UART FIFO holds (10 ms = 922 bytes at
+    921,600 baud): while it is not empty the line stays busy, so this thread waking late
+    does not idle the line; 0 = the thread itself must keep the line busy. In any span
+    at most ``rate`` × (span + ``fifo``) bytes + one read pass."""
     seed: int = 0
 
 
@@ -128,7 +129,7 @@ class Relay:
     def _pump(self, src: int, dsts: list[int], to_agent: bool) -> None:
         rate = self.faults.rate
         chunk = max(64, int(rate / 200)) if rate else 65536
-        wire_free = time.monotonic()  # when the paced line finishes its current bytes
+        queued, stamp = 0.0, time.monotonic()  # bytes in the emulated UART's FIFO, when
         while not self._stop.is_set():
             ready, _, _ = select.select([src], [], [], 0.05)
             if not ready:
@@ -139,11 +140,11 @@ class Relay:
                 continue
             if not self._count(len(data), to_agent):
                 continue  # cable pulled: bytes in flight are lost
-            if rate:
-                # a late wakeup of this thread is not an idle line: a UART keeps sending
-                # from its FIFO, so up to ``fifo`` seconds of lateness are caught up
-                wire_free = max(wire_free, time.monotonic() - self.faults.fifo) + len(data) / rate
-                time.sleep(max(0.0, wire_free - time.monotonic()))
+            if rate:  # the line drains the FIFO at ``rate``; wait while it holds > ``fifo`` s
+                now = time.monotonic()
+                queued = max(0.0, queued - (now - stamp) * rate) + len(data)
+                stamp = now
+                time.sleep(max(0.0, queued / rate - self.faults.fifo))
             data = self._mangle(data)
             for dst in dsts:
                 with contextlib.suppress(OSError):
