@@ -69,14 +69,21 @@ class FlashStats:
 
 
 class Flasher:
-    """Talk to one agent over ``link``: flash, status, confirm, rollback."""
+    """Talk to one agent over ``link``: flash, status, confirm, rollback.
+
+    ``window``: unacknowledged bytes at most (the agent's limit applies too); ``pipe``:
+    bytes of unknown fate at most (what a resend may wait behind); ``rto``: silence after
+    which the oldest open frame is resent; ``link_timeout``: silence after which the link
+    counts as lost; ``line_rate``: bytes/s, to space request resends; ``label`` and
+    ``position``: the progress line's name and row (fleets).
+    """
 
     def __init__(
         self,
         link: Link,
         *,
         window: int = 64 * 1024,
-        pipe: int = 16 * 1024,
+        pipe: int = 32 * 1024,
         rto: float = 0.5,
         link_timeout: float = 3.0,
         line_rate: float = 92_160.0,
@@ -263,7 +270,7 @@ class Flasher:
         self.sizer.max_chunk = min(self.sizer.max_chunk, max_chunk)
         self.sizer.min_chunk = min(self.sizer.min_chunk, self.sizer.max_chunk)
         window = min(self.window, int(self.device.get("window", self.window)))
-        upload = _Upload(self, blob, offset, window)
+        upload = _Upload(self, self.sizer, blob, offset, window)
         with tqdm(total=len(blob), initial=offset, unit="B", unit_scale=True, file=sys.stderr,
                   disable=not self.progress, desc=self.label, position=self.position,
                   leave=True) as bar:  # fmt: skip
@@ -288,10 +295,10 @@ class _Frame:
 class _Upload:
     """One DATA phase: selective repeat with loss detection from the agent's ACKs.
 
-    The agent acknowledges every frame: cumulatively, or — for a frame it keeps beyond a
-    hole — with a selective ACK naming it. A serial line never reorders, so a frame
-    sent before one that arrived, and not itself acknowledged, was lost: it is resent
-    at once, cut to the current frame size. Frames of unknown fate (the "pipe") are
+    The agent acknowledges every frame and names it (beside the next offset it expects;
+    flagged GAP when it keeps the frame beyond a hole). A serial line never reorders,
+    so a frame sent before one that arrived, and not itself acknowledged, was lost: it
+    is resent at once, cut to the current frame size. Frames of unknown fate (the "pipe") are
     capped at ``Flasher.pipe`` bytes, so a resend waits behind at most that much, and
     unacknowledged bytes at ``window`` (what the agent keeps beyond a hole). When the
     device has said nothing for ``rto`` the oldest frame counts as lost (the tail of
@@ -299,11 +306,13 @@ class _Upload:
     Replies are read between sends, so neither side ever blocks on a full line.
     """
 
-    def __init__(self, flasher: Flasher, blob: mmap.mmap, offset: int, window: int) -> None:
+    def __init__(
+        self, flasher: Flasher, sizer: FrameSizer, blob: mmap.mmap, offset: int, window: int
+    ) -> None:
         self.f = flasher
         self.blob = blob
         self.window = window
-        self.sizer = flasher.sizer or FrameSizer(8192)
+        self.sizer = sizer
         self.acked = self.sent = offset
         self.flight: dict[int, _Frame] = {}
         self.resend: list[tuple[int, int]] = []
@@ -404,10 +413,10 @@ class _Upload:
 def serial_flasher(port: str, baud: int, **options: Any) -> Flasher:
     """A :class:`Flasher` on serial ``port`` with timers scaled to the line rate.
 
-    A resend waits behind at most one pipe (16 KiB: ``10 * pipe / baud`` seconds on an
+    A resend waits behind at most one pipe (32 KiB: ``10 * pipe / baud`` seconds on an
     8N1 line); a frame whose fate is unknown 0.3 s after that is resent, and the link
     counts as lost after 3 s in which nothing at all came back.
     """
-    rto = 0.3 + 10 * options.get("pipe", 16 * 1024) / baud
+    rto = 0.3 + 10 * options.get("pipe", 32 * 1024) / baud
     timing = {"rto": rto, "link_timeout": 3.0, "line_rate": baud / 10}
     return Flasher(Link(open_serial(port, baud), device=False), **{**timing, **options})

@@ -234,8 +234,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="flashes per fault rate (default 3)")
     ap.add_argument("--fifo", type=float, default=0.01, help="seconds of UART FIFO the relay "
                     "emulates (default 0.01; 0 = every late wakeup idles the line)")  # fmt: skip
-    ap.add_argument("--pipe", default="16384", help="comma-separated pipe sizes to compare "
-                    "(bytes of unknown fate in flight; default 16384, the flasher's)")  # fmt: skip
+    ap.add_argument("--pipe", default="32768", help="comma-separated pipe sizes to compare "
+                    "(bytes of unknown fate in flight; default 32768, the flasher's)")  # fmt: skip
     args = ap.parse_args()
     if args.faults:
         if args.plot == ap.get_default("plot"):
