@@ -19,10 +19,10 @@ relay drops, flips and duplicates each byte with probability ``p`` each (so abou
 ``3p`` of the bytes are damaged, both directions), and each rate is flashed
 ``--repeats`` times (rates interleaved, so load drift on a shared machine hits them
 alike; include ``0`` for a clean reference in the same run) with the flasher's
-defaults (``serial_flasher``: adaptive frame size, compression on, which random data
-never uses). Goodput = tar bytes / DATA phase
-/ line rate, next to what :mod:`firmware_bridge.framesize` predicts at the optimum
-frame size for ``3p``.
+defaults (``serial_flasher``: adaptive frame size) except compression, which is off
+(the tar's headers and padding would compress and flatter the ratio). Goodput = tar
+bytes / DATA phase / line rate, next to what :mod:`firmware_bridge.framesize` predicts
+at the optimum frame size for ``3p``.
 
 Usage: ``python tools/bench_flash.py [--baud 921600] [--size 524288] [--plot PNG] [--json OUT]
 [--faults RATES --repeats N]``
@@ -123,7 +123,7 @@ def run_faulty(
     row = {"p_each": rate, "damaged_per_byte": q, "seed": seed, "pipe": pipe, "theory_chunk": best,
            "theory_goodput": framesize.goodput(min(best, 8192), q)}  # fmt: skip
     try:
-        flasher = serial_flasher(relay.host_port, baud, progress=False, pipe=pipe)
+        flasher = serial_flasher(relay.host_port, baud, progress=False, pipe=pipe, compress=False)
         deadline = time.monotonic() + 30
         while True:  # wait for the agent process; not timed
             try:
