@@ -87,16 +87,20 @@ class Transfer:
         self.held_limit = held_limit
 
     def write(self, offset: int, chunk: bytes) -> str:
-        """Take a chunk: 'ok' (the file grew), 'dup' (already had it) or 'gap' (it lies
+        """Take a chunk: 'ok' (the file grew), 'dup' (already had it), 'held' (it lies
         beyond the end: kept in memory, up to ``held_limit`` bytes, until the hole is
-        filled, so a lost frame costs one retransmitted frame, not a window)."""
+        filled, so a lost frame costs one retransmitted frame, not a window) or 'gap'
+        (beyond the end and no room to keep it)."""
         if offset + len(chunk) > self.size:
             raise Refusal(p.Code.BAD_REQUEST, "DATA beyond the announced size")
         if offset > self.offset:
-            if offset not in self.held and self.held_bytes + len(chunk) <= self.held_limit:
-                self.held[offset] = chunk
-                self.held_bytes += len(chunk)
-            return "gap"
+            if offset in self.held and len(self.held[offset]) >= len(chunk):
+                return "held"
+            if self.held_bytes + len(chunk) > self.held_limit:
+                return "gap"
+            self.held_bytes += len(chunk) - len(self.held.get(offset, b""))
+            self.held[offset] = chunk
+            return "held"
         if offset + len(chunk) <= self.offset:
             return "dup"
         self._append(offset, chunk)
@@ -388,7 +392,9 @@ class Agent:
                 return None, b"", 0
             t.gap_reported = True
             return p.Msg.ACK, p.ACK_PAYLOAD.pack(t.offset), p.FLAG_GAP
-        return p.Msg.ACK, p.ACK_PAYLOAD.pack(t.offset), 0
+        # name the frame answered, so the host learns at once which ones were lost
+        ack = p.SACK_PAYLOAD.pack(t.offset, offset, offset + len(chunk))
+        return p.Msg.ACK, ack, p.FLAG_GAP if result == "held" else 0
 
     def _verify(self) -> dict[str, Any]:
         t = self.transfer

@@ -1,15 +1,16 @@
-"""Host side of the flasher: sliding-window upload that survives a bad link.
+"""Host side of the flasher: selective-repeat upload that survives a bad link.
 
-DATA frames go out back to back while less than ``window`` bytes are unacknowledged;
-the agent's cumulative ACK moves the window. A gap ACK (the agent saw a frame beyond
-the expected offset, i.e. something was lost; it keeps such frames) makes the flasher
-resend just the missing chunk at once (fast retransmit); ``rto`` seconds without
-progress rewind to the acknowledged offset (go-back-N). After ``link_timeout`` seconds
-without progress the link counts as lost: the flasher says HELLO again (naming its old
-session so the agent lets it take over), re-announces the same SHA-256 with BEGIN and
-continues from the offset the device reports (at most ``retries`` times in a row
-without progress) — as a new process after a host restart does too. ``stats`` records
-what was sent, so resumes can be measured.
+DATA frames go out while less than ``window`` bytes are unacknowledged and less than
+``pipe`` bytes are of unknown fate; the agent acknowledges every frame (cumulatively,
+or selectively for one it keeps beyond a hole), so a lost frame is found as soon as a
+later one arrives and only it is resent. The frame size follows the measured loss rate
+(:mod:`firmware_bridge.framesize`): it shrinks when frames are lost and grows back when
+the line is clean. The flasher never gives up while the device answers: the link
+counts as lost only after ``link_timeout`` seconds in which nothing came back. Then it
+says HELLO again (naming its old session so the agent lets it take over), re-announces
+the same SHA-256 with BEGIN and continues from the offset the device reports (at most
+``retries`` times in a row without progress) — as a new process after a host restart
+does too. ``stats`` records what was sent, so resumes and losses can be measured.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from firmware_bridge import protocol as p
 from firmware_bridge import signing
 from firmware_bridge.agent import delta_header
+from firmware_bridge.framesize import FrameSizer
 from firmware_bridge.transport import Link, open_serial
 from sdk import artifact
 
@@ -51,36 +53,65 @@ class FlashStats:
     """Time spent in the DATA phase (BEGIN reply to last ACK), summed over attempts."""
     data_wire_bytes: int = 0
     """Bytes put on the wire during the DATA phase (frames, retransmissions included)."""
+    lost_frames: int = 0
+    """DATA frames found lost (by a later frame's ACK or by ``rto``) and resent."""
+    timeouts: int = 0
+    """Of those, frames resent because the device had said nothing for ``rto``."""
+    frame_sizes: list[int] = field(default_factory=list)
+    """DATA chunk sizes in the order used, one entry each time the size moved by > 25 %."""
+    fault_rate_estimate: float = 0.0
+    """The frame sizer's final estimate of damaged bytes per wire byte."""
+
+    def record_frame(self, chunk: int) -> None:
+        last = self.frame_sizes[-1] if self.frame_sizes else 0
+        if not 0.8 * last <= chunk <= 1.25 * last:
+            self.frame_sizes.append(chunk)
 
 
 class Flasher:
-    """Talk to one agent over ``link``: flash, status, confirm, rollback."""
+    """Talk to one agent over ``link``: flash, status, confirm, rollback.
+
+    ``window``: unacknowledged bytes at most (the agent's limit applies too); ``pipe``:
+    bytes of unknown fate at most (what a resend may wait behind); ``rto``: silence after
+    which the oldest open frame is resent; ``link_timeout``: silence after which the link
+    counts as lost; ``line_rate``: bytes/s, to space request resends; ``label`` and
+    ``position``: the progress line's name and row (fleets).
+    """
 
     def __init__(
         self,
         link: Link,
         *,
         window: int = 64 * 1024,
-        rto: float = 1.0,
+        pipe: int = 32 * 1024,
+        rto: float = 0.5,
         link_timeout: float = 3.0,
+        line_rate: float = 92_160.0,
         busy_wait: float = 5.0,
         retries: int = 5,
         compress: bool = True,
         progress: bool = True,
+        label: str = "flash",
+        position: int | None = None,
     ) -> None:
         self.link = link
         self.window = window
+        self.pipe = pipe
         self.rto = rto
+        self.line_rate = line_rate
         self.link_timeout = link_timeout
         self.busy_wait = busy_wait
         self.retries = retries
         self.compress = compress
         self.progress = progress
+        self.label = label
+        self.position = position
         self.seq = 0
         self.session: int | None = None
         self.connected = False
         self.device: dict[str, Any] = {}
         self.stats = FlashStats()
+        self.sizer: FrameSizer | None = None
 
     # ------------------------------------------------------------ requests
 
@@ -110,20 +141,31 @@ class Flasher:
             time.sleep(0.3)
 
     def _exchange(self, type: int, payload: bytes, expect: tuple[int, ...]) -> p.Frame:
-        """Send a request and wait for its reply (same seq), resending on timeout."""
+        """Send a request and wait for its reply (same seq), resending until it comes.
+
+        Each resend goes with a PING (a few bytes, so it gets through a noisy line
+        where a long request may not): while anything of this session comes back the
+        device counts as alive and the request is tried again; the link counts as lost
+        only after ``link_timeout`` seconds of silence.
+        """
         seq = self._next_seq()
-        deadline = time.monotonic() + self.link_timeout
-        while time.monotonic() < deadline:
-            self.link.send(type, payload, seq=seq)
-            resend_at = time.monotonic() + min(self.rto, 0.5)
-            while time.monotonic() < resend_at:
-                frame = self.link.recv(0.05)
-                if frame is None or frame.seq != seq or frame.session != self.session:
-                    continue
-                if frame.type == p.Msg.ERROR:
-                    raise p.DeviceError(*p.parse_error(frame))
-                if frame.type in expect:
-                    return frame
+        heard = resend_at = time.monotonic()
+        interval = 0.2 + 2 * (len(payload) + 64) / self.line_rate
+        while time.monotonic() - heard < self.link_timeout:
+            if time.monotonic() >= resend_at:
+                self.link.send(type, payload, seq=seq)
+                self.link.send(p.Msg.PING, b"", seq=seq)
+                resend_at = time.monotonic() + interval
+            frame = self.link.recv(0.02)
+            if frame is None or frame.session != self.session:
+                continue
+            heard = time.monotonic()
+            if frame.seq != seq:
+                continue
+            if frame.type == p.Msg.ERROR:
+                raise p.DeviceError(*p.parse_error(frame))
+            if frame.type in expect:
+                return frame
         self.connected = False
         raise LinkLost(
             f"no answer from the device within {self.link_timeout:g}s; check the cable/port "
@@ -218,57 +260,163 @@ class Flasher:
             result["activated"] = activate
         return result
 
-    def _send_chunk(self, blob: mmap.mmap, offset: int, chunk: int, highest: int) -> int:
-        """Send the chunk at ``offset``; returns the offset after it."""
-        data = bytes(blob[offset : offset + chunk])
-        payload, flags = p.data_payload(offset, data, self.compress)
-        self.link.send(p.Msg.DATA, payload, seq=self._next_seq(), flags=flags)
-        self.stats.payload_sent += len(data)
-        if offset < highest:
-            self.stats.retransmitted += min(len(data), highest - offset)
-        return offset + len(data)
-
     def _send(self, blob: mmap.mmap, offset: int) -> None:
+        """Upload ``blob[offset:]`` (see :class:`_Upload`), with a progress bar."""
         from tqdm import tqdm
 
-        size = len(blob)
-        chunk = min(self.link.max_payload, int(self.device.get("max_payload", 0))) - 8
+        max_chunk = min(self.link.max_payload, int(self.device.get("max_payload", 0))) - 8
+        if self.sizer is None:  # kept across reconnects: the line stays as noisy
+            self.sizer = FrameSizer(max(64, max_chunk))
+        self.sizer.max_chunk = min(self.sizer.max_chunk, max_chunk)
+        self.sizer.min_chunk = min(self.sizer.min_chunk, self.sizer.max_chunk)
         window = min(self.window, int(self.device.get("window", self.window)))
-        acked = sent = offset
-        highest = offset
-        last_ack = last_rewind = time.monotonic()
-        with tqdm(total=size, initial=offset, unit="B", unit_scale=True, file=sys.stderr,
-                  disable=not self.progress, desc="flash") as bar:  # fmt: skip
-            while acked < size:
-                while sent < size and sent - acked < window:
-                    sent = self._send_chunk(blob, sent, chunk, highest)
-                    highest = max(highest, sent)
-                frame = self.link.recv(0.02)
-                now = time.monotonic()
-                if frame is not None and frame.session == self.session:
-                    if frame.type == p.Msg.ERROR:
-                        raise p.DeviceError(*p.parse_error(frame))
-                    if frame.type == p.Msg.ACK:
-                        (ack,) = p.ACK_PAYLOAD.unpack(frame.payload[:8])
-                        if ack > acked:
-                            bar.update(ack - acked)
-                            acked, last_ack = ack, now
-                            sent = max(sent, acked)
-                        elif frame.flags & p.FLAG_GAP and ack == acked:
-                            self._send_chunk(blob, acked, chunk, highest)  # fast retransmit
-                if now - last_ack > self.link_timeout:
-                    self.connected = False
-                    raise LinkLost(f"link lost at offset {acked} of {size}")
-                if sent > acked and now - max(last_ack, last_rewind) > self.rto:
-                    sent, last_rewind = acked, now
+        upload = _Upload(self, self.sizer, blob, offset, window)
+        with tqdm(total=len(blob), initial=offset, unit="B", unit_scale=True, file=sys.stderr,
+                  disable=not self.progress, desc=self.label, position=self.position,
+                  leave=True) as bar:  # fmt: skip
+            while upload.acked < len(blob):
+                before = upload.acked
+                upload.step()
+                bar.update(upload.acked - before)
+        self.stats.fault_rate_estimate = self.sizer.fault_rate
+
+
+@dataclass
+class _Frame:
+    """A DATA frame of unknown fate: chunk range, wire bytes, send order, send time."""
+
+    start: int
+    end: int
+    wire: int
+    order: int
+    sent_at: float
+
+
+class _Upload:
+    """One DATA phase: selective repeat with loss detection from the agent's ACKs.
+
+    The agent acknowledges every frame and names it (beside the next offset it expects;
+    flagged GAP when it keeps the frame beyond a hole). A serial line never reorders,
+    so a frame sent before one that arrived, and not itself acknowledged, was lost: it
+    is resent at once, cut to the current frame size. Frames of unknown fate (the "pipe") are
+    capped at ``Flasher.pipe`` bytes, so a resend waits behind at most that much, and
+    unacknowledged bytes at ``window`` (what the agent keeps beyond a hole). When the
+    device has said nothing for ``rto`` the oldest frame counts as lost (the tail of
+    the transfer; a line that loses everything). Every fate feeds the frame sizer.
+    Replies are read between sends, so neither side ever blocks on a full line.
+    """
+
+    def __init__(
+        self, flasher: Flasher, sizer: FrameSizer, blob: mmap.mmap, offset: int, window: int
+    ) -> None:
+        self.f = flasher
+        self.blob = blob
+        self.window = window
+        self.sizer = sizer
+        self.acked = self.sent = offset
+        self.flight: dict[int, _Frame] = {}
+        self.resend: list[tuple[int, int]] = []
+        self.pipe = 0
+        self.order = 0
+        self.heard = time.monotonic()
+
+    def step(self) -> None:
+        """Send what the pipe allows, then handle the replies of up to 20 ms."""
+        while self.pipe < self.f.pipe and self._send_next():
+            self._replies(0)
+        self._replies(0.02)
+        now = time.monotonic()
+        if self.flight and now - self.heard > self.f.rto:
+            oldest = self.flight[min(self.flight)]
+            if now - oldest.sent_at > self.f.rto:
+                self.f.stats.timeouts += 1
+                self._lost(oldest)
+        if now - self.heard > self.f.link_timeout:
+            self.f.connected = False
+            raise LinkLost(f"link lost at offset {self.acked} of {len(self.blob)}: no answer "
+                           f"for {self.f.link_timeout:g}s")  # fmt: skip
+
+    def _send_next(self) -> bool:
+        """Send a resend piece or new data; False when neither is allowed."""
+        chunk = self.sizer.chunk
+        while self.resend:
+            start, end = self.resend.pop(0)
+            start = max(start, self.acked)
+            if start < end:
+                if start + chunk < end:
+                    self.resend.insert(0, (start + chunk, end))
+                self._transmit(start, min(end, start + chunk), again=True)
+                return True
+        if self.sent < len(self.blob) and self.sent - self.acked < self.window:
+            start, self.sent = self.sent, min(len(self.blob), self.sent + chunk)
+            self.f.stats.record_frame(chunk)
+            self._transmit(start, self.sent, again=False)
+            return True
+        return False
+
+    def _transmit(self, start: int, end: int, again: bool) -> None:
+        data = bytes(self.blob[start:end])
+        payload, flags = p.data_payload(start, data, self.f.compress)
+        before = self.f.link.bytes_out
+        self.f.link.send(p.Msg.DATA, payload, seq=self.f._next_seq(), flags=flags)
+        stats = self.f.stats
+        stats.payload_sent += len(data)
+        if again:
+            stats.retransmitted += len(data)
+        self.order += 1
+        wire = self.f.link.bytes_out - before
+        self.flight[self.order] = _Frame(start, end, wire, self.order, time.monotonic())
+        self.pipe += wire
+
+    def _replies(self, timeout: float) -> None:
+        reply = self.f.link.recv(timeout)
+        while reply is not None:
+            if reply.session == self.f.session:
+                self.heard = time.monotonic()
+                if reply.type == p.Msg.ERROR:
+                    raise p.DeviceError(*p.parse_error(reply))
+                if reply.type == p.Msg.ACK and len(reply.payload) >= 8:
+                    self._ack(reply.payload)
+            reply = self.f.link.recv(0)
+
+    def _ack(self, payload: bytes) -> None:
+        """The ACK names the frame it answers: that frame arrived, so every frame sent
+        before it and still open was lost. Frames below the cumulative offset are done
+        either way (another copy may have filled them; their own fate stays unknown)."""
+        (ack,) = p.ACK_PAYLOAD.unpack(payload[:8])
+        if len(payload) == p.SACK_PAYLOAD.size:
+            _, begin, end = p.SACK_PAYLOAD.unpack(payload)
+            for order in sorted(self.flight):
+                frame = self.flight[order]
+                if (frame.start, frame.end) == (begin, end):
+                    self._settle(frame, lost=False)
+                    for earlier in [f for o, f in self.flight.items() if o < order]:
+                        self._lost(earlier)
+                    break
+        self.acked = max(self.acked, min(ack, len(self.blob)))
+        for frame in [f for f in self.flight.values() if f.end <= self.acked]:
+            self._settle(frame, lost=None)
+
+    def _settle(self, frame: _Frame, lost: bool | None) -> None:
+        del self.flight[frame.order]
+        self.pipe -= frame.wire
+        if lost is not None:
+            self.sizer.outcome(frame.wire, lost=lost)
+
+    def _lost(self, frame: _Frame) -> None:
+        self._settle(frame, lost=True)
+        self.f.stats.lost_frames += 1
+        if frame.end > self.acked:
+            self.resend.append((max(frame.start, self.acked), frame.end))
 
 
 def serial_flasher(port: str, baud: int, **options: Any) -> Flasher:
-    """A :class:`Flasher` on serial ``port`` with timeouts scaled to the line rate.
+    """A :class:`Flasher` on serial ``port`` with timers scaled to the line rate.
 
-    One full 64 KiB window takes ``10 * window / baud`` seconds on an 8N1 line; the
-    retransmit timer waits that plus 0.5 s, and the link counts as lost 2 s later.
+    A resend waits behind at most one pipe (32 KiB: ``10 * pipe / baud`` seconds on an
+    8N1 line); a frame whose fate is unknown 0.3 s after that is resent, and the link
+    counts as lost after 3 s in which nothing at all came back.
     """
-    rto = 0.5 + 10 * options.get("window", 64 * 1024) / baud
-    timing = {"rto": rto, "link_timeout": rto + 2}
+    rto = 0.3 + 10 * options.get("pipe", 32 * 1024) / baud
+    timing = {"rto": rto, "link_timeout": 3.0, "line_rate": baud / 10}
     return Flasher(Link(open_serial(port, baud), device=False), **{**timing, **options})

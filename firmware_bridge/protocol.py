@@ -33,6 +33,10 @@ CRC = struct.Struct("<I")
 OVERHEAD = HEADER.size + CRC.size
 DATA_HEADER = struct.Struct("<Q")
 ACK_PAYLOAD = struct.Struct("<Q")
+SACK_PAYLOAD = struct.Struct("<QQQ")
+"""ACK of one DATA frame: next expected offset, then the start and end of the chunk
+answered (with the GAP flag: kept beyond a hole). A host reading only the first u64
+still works."""
 ERROR_HEADER = struct.Struct("<H")
 DEFAULT_MAX_PAYLOAD = 8192 + DATA_HEADER.size
 """Largest payload a peer accepts unless HELLO negotiates otherwise."""

@@ -12,6 +12,7 @@ is how a second concurrent host session is tested. Linux/macOS only (``os.openpt
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import select
@@ -35,6 +36,8 @@ class Faults:
     drop: float = 0.0
     flip: float = 0.0
     dup: float = 0.0
+    """Probabilities per byte that it is dropped, has one bit flipped, or is sent twice
+    (at most one fault per byte; a fault's kind is drawn in these proportions)."""
     stall: float = 0.0
     """Probability per forwarded block of a 0.05-0.3 s stall."""
     disconnect_after: list[int] = field(default_factory=list)
@@ -42,6 +45,11 @@ class Faults:
     disconnect_seconds: float = 1.5
     rate: float | None = None
     """Bytes per second per direction (None = as fast as the ptys go)."""
+    fifo: float = 0.01
+    """Seconds of data a paced direction's emulated UART FIFO holds (10 ms = 922 bytes at
+    921,600 baud): while it is not empty the line stays busy, so this thread waking late
+    does not idle the line; 0 = the thread itself must keep the line busy. In any span
+    at most ``rate`` × (span + ``fifo``) bytes + one read pass."""
     seed: int = 0
 
 
@@ -58,6 +66,7 @@ class Relay:
         self.to_agent = 0
         self.to_host = 0
         self.down_until = 0.0
+        self._until_fault: int | None = None
         self._disconnects = sorted(self.faults.disconnect_after)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -72,21 +81,33 @@ class Relay:
             t.start()
 
     def _mangle(self, data: bytes) -> bytes:
+        """Apply the byte faults. The clean run before the next fault is drawn from its
+        geometric distribution, so a clean stretch costs one slice, not a draw per byte."""
         f = self.faults
-        if not (f.drop or f.flip or f.dup):
+        total = f.drop + f.flip + f.dup
+        if not total:
             return data
         out = bytearray()
+        pos = 0
         with self._lock:
-            for b in data:
-                r = self.rng.random()
-                if r < f.drop:
-                    continue
-                if r < f.drop + f.flip:
-                    b ^= 1 << self.rng.randrange(8)
-                out.append(b)
-                if self.rng.random() < f.dup:
-                    out.append(b)
-        return bytes(out)
+            if self._until_fault is None:
+                self._until_fault = self._clean_run(total)
+            while pos + self._until_fault < len(data):
+                at = pos + self._until_fault
+                out += data[pos:at]
+                kind = self.rng.random() * total
+                if kind >= f.drop + f.flip:
+                    out += data[at : at + 1] * 2
+                elif kind >= f.drop:
+                    out.append(data[at] ^ (1 << self.rng.randrange(8)))
+                pos = at + 1
+                self._until_fault = self._clean_run(total)
+            self._until_fault -= len(data) - pos
+        return bytes(out + data[pos:])
+
+    def _clean_run(self, fault_rate: float) -> int:
+        """Bytes before the next fault when each byte is hit with ``fault_rate``."""
+        return int(math.log(1.0 - self.rng.random()) / math.log1p(-min(fault_rate, 0.5)))
 
     def _count(self, n: int, to_agent: bool) -> bool:
         """Account ``n`` bytes; False while the link is cut."""
@@ -108,7 +129,7 @@ class Relay:
     def _pump(self, src: int, dsts: list[int], to_agent: bool) -> None:
         rate = self.faults.rate
         chunk = max(64, int(rate / 200)) if rate else 65536
-        wire_free = time.monotonic()  # when the paced line finishes its current bytes
+        queued, stamp = 0.0, time.monotonic()  # bytes in the emulated UART's FIFO, when
         while not self._stop.is_set():
             ready, _, _ = select.select([src], [], [], 0.05)
             if not ready:
@@ -119,9 +140,11 @@ class Relay:
                 continue
             if not self._count(len(data), to_agent):
                 continue  # cable pulled: bytes in flight are lost
-            if rate:
-                wire_free = max(wire_free, time.monotonic()) + len(data) / rate
-                time.sleep(max(0.0, wire_free - time.monotonic()))
+            if rate:  # the line drains the FIFO at ``rate``; wait while it holds > ``fifo`` s
+                now = time.monotonic()
+                queued = max(0.0, queued - (now - stamp) * rate) + len(data)
+                stamp = now
+                time.sleep(max(0.0, queued / rate - self.faults.fifo))
             data = self._mangle(data)
             for dst in dsts:
                 with contextlib.suppress(OSError):

@@ -65,11 +65,14 @@ class Link:
         self.bytes_out += len(wire)
 
     def recv(self, timeout: float) -> Frame | None:
-        """The next good frame, or None after ``timeout`` seconds without one."""
+        """The next good frame, or None after ``timeout`` seconds without one (with
+        ``timeout <= 0``: only what has already arrived, without waiting)."""
         deadline = time.monotonic() + timeout
         while not self._pending:
             try:
                 waiting = self.port.in_waiting  # type: ignore[attr-defined]
+                if timeout <= 0 and not waiting:
+                    return None
                 data = self.port.read(max(1, waiting))  # type: ignore[attr-defined]
             except Exception as exc:
                 raise ProtocolError(

@@ -112,12 +112,17 @@ def build(
     timing_cache: str | Path | None = None,
     max_batch: int = 32,
     dla_core: int | None = None,
+    security_counter: int = 0,
 ) -> Path:
     """Build an artifact directory at ``out`` from a checkpoint or ``.onnx``; returns ``out``.
 
     ``dla_core`` (TensorRT on Orin): run the layers the DLA supports on that core, the
     rest on the GPU (``GPU_FALLBACK``); fp16 or int8 only. It is recorded in the
     manifest and a runtime without that core refuses the plan.
+
+    ``security_counter`` goes into the manifest: an agent refuses an artifact whose
+    counter is below the installed one, so raising it retires older (e.g. vulnerable)
+    builds even though they are validly signed.
     """
     import onnx
 
@@ -131,6 +136,8 @@ def build(
         raise BuildError(
             f"--dla-core {dla_core} needs --backend trt and a core number >= 0 (Orin: 0 or 1)"
         )
+    if not 0 <= security_counter < 2**31:
+        raise BuildError(f"security counter {security_counter} must be between 0 and 2**31 - 1")
     work = Path(tempfile.mkdtemp(prefix="semedge-build-"))
     try:
         onnx_path, model = _onnx_from(source, work, part, delta_targets, topk_plugin)
@@ -167,6 +174,7 @@ def build(
         manifest = artifact.make_manifest(
             name=name or source.stem,
             version=version,
+            security_counter=security_counter,
             model_class=meta["model_class"],
             part=meta["part"],
             base_fingerprint=meta["base_fingerprint"],

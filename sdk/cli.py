@@ -15,7 +15,7 @@ import pkgutil
 import sys
 
 from sdk import __version__, commands
-from sdk.errors import SemedgeError
+from sdk.errors import SemedgeError, missing
 
 
 def command_modules() -> list[str]:
@@ -46,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     except SemedgeError as exc:
         print(f"semedge {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:  # an extra this machine did not install
+        error = missing(
+            str(exc.name), f"semedge {args.command}",
+            "install the extra it belongs to: pip install 'semedge[train]' on a workstation, "
+            "'semedge[agent]' on a device (docs/deploy.md, Installing)",
+        )  # fmt: skip
+        print(f"semedge {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
     except OSError as exc:  # a path, permission or full disk that no specific check caught
         print(
             f"semedge {args.command}: error: {exc}; check the path, its permissions and the "

@@ -35,6 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="TensorRT on Orin: run on DLA core N with GPU fallback (fp16/int8; default: GPU)",
     )
     p.add_argument("--tar", action="store_true", help="also pack the artifact as OUT.tar")
+    p.add_argument(
+        "--security-counter",
+        type=int,
+        default=0,
+        metavar="N",
+        help="anti-rollback counter in the manifest: devices refuse builds below the "
+        "installed one (0)",
+    )
     p.set_defaults(func=run)
 
 
@@ -58,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         timing_cache=args.timing_cache,
         max_batch=args.max_batch,
         dla_core=args.dla_core,
+        security_counter=args.security_counter,
     )
     manifest = artifact.verify_artifact(out)
     print(f"wrote {out}: {artifact.describe(manifest)}")

@@ -1,4 +1,4 @@
-"""``semedge flash``: upload an artifact or a delta to a device over serial."""
+"""``semedge flash``: upload an artifact or a delta to one device or a fleet over serial."""
 
 from __future__ import annotations
 
@@ -8,13 +8,25 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "flash",
-        help="flash an artifact (dir/.tar) or a *.delta.safetensors to a device",
+        help="flash an artifact (dir/.tar) or a *.delta.safetensors to one or more devices",
         description="Upload over serial to `semedge agent`, resuming after link loss, then "
         "activate. TEST activation reverts at the agent's next restart unless you run "
-        "`semedge device confirm`.",
+        "`semedge device confirm`. Several devices (repeat --port, or --fleet FILE) are "
+        "flashed at once, one progress line each, then a summary table; a device that "
+        "fails does not stop the others (exit status 1 if any failed).",
     )
     p.add_argument("artifact", metavar="ARTIFACT", help="artifact directory, .tar, or delta file")
-    p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyACM0")
+    p.add_argument(
+        "--port",
+        action="append",
+        default=[],
+        help="serial device, e.g. /dev/ttyACM0; repeat for several devices",
+    )
+    p.add_argument(
+        "--fleet",
+        metavar="FILE",
+        help="text file with one serial port per line (# comments) to flash at once",
+    )
     p.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
     p.add_argument(
         "--activate",
@@ -38,22 +50,31 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
+    from firmware_bridge import fleet
+
+    ports = list(args.port) + (fleet.read_fleet_file(args.fleet) if args.fleet else [])
+    fleet.check_ports(ports)
+    activate = None if args.activate == "none" else args.activate
+    options = {"compress": not args.no_compress, "retries": args.retries}
+    if len(ports) > 1:
+        results = fleet.flash_fleet(ports, args.artifact, baud=args.baud, activate=activate,
+                                    model=args.model, **options)  # fmt: skip
+        if args.json:
+            print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+        else:
+            print(fleet.summary_table(results))
+        return 0 if all(r.ok for r in results) else 1
+
     from firmware_bridge.host import serial_flasher
 
-    flasher = serial_flasher(
-        args.port, args.baud, compress=not args.no_compress, retries=args.retries
-    )
-    activate = None if args.activate == "none" else args.activate
+    flasher = serial_flasher(ports[0], args.baud, **options)
     result = flasher.flash(args.artifact, activate=activate, model=args.model)
     result["stats"] = dataclasses.asdict(flasher.stats)
     if args.json:
         print(json.dumps(result, indent=2))
-    elif "delta" in result:
-        print(f"installed delta {result['delta']} for {result['model']}")
-    else:
-        print(f"installed {result['model']} in slot {result['slot']}"
-              + (f", activated ({result['activated']})" if activate else ""))  # fmt: skip
-        if activate == "test":
-            print(f"confirm with: semedge device confirm --port {args.port} "
-                  "(otherwise it reverts at the agent's next restart)")  # fmt: skip
+        return 0
+    print(fleet.describe(result))
+    if activate == "test" and "delta" not in result:
+        print(f"confirm with: semedge device confirm --port {ports[0]} "
+              "(otherwise it reverts at the agent's next restart)")  # fmt: skip
     return 0

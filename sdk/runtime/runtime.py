@@ -21,6 +21,7 @@ import numpy as np
 
 from sdk import artifact
 from sdk.artifact import ArtifactError, ArtifactIncompatibleError
+from sdk.runtime import trust
 from sdk.runtime.base import BaseRunner, InputError, RunnerError
 
 if TYPE_CHECKING:
@@ -32,6 +33,11 @@ PAYLOAD = {"onnxrt": "model.onnx", "trt": "model.plan"}
 
 class DeltaTargetError(RunnerError):
     """A delta touching weights this artifact cannot switch."""
+
+
+def _is_artifact(path: Path) -> bool:
+    """A directory with a manifest, or a ``.tar`` (what ``semedge build``/``pack`` write)."""
+    return (path / artifact.MANIFEST).is_file() if path.is_dir() else path.suffix == ".tar"
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -53,6 +59,7 @@ class Runtime:
         self.manifest = manifest
         self._prepared: dict[str, PreparedDelta] = {}
         self.last_switch_ms: float | None = None
+        self.trusted_key: bytes | None = None
         self._cleanup = weakref.finalize(
             self, shutil.rmtree, str(workdir) if workdir else "", ignore_errors=True
         )
@@ -70,16 +77,39 @@ class Runtime:
         delta_targets: str | None = None,
         threads: int | None = None,
         providers: list[str] | None = None,
+        trusted_key: str | Path | None = None,
     ) -> Runtime:
         """Load an artifact, an ``.onnx`` file or a checkpoint (see the module docstring).
 
         ``backend`` defaults to the artifact's (``torch`` for a checkpoint, ``onnxrt`` for
         an ``.onnx``); ``part``/``delta_targets`` apply when exporting a checkpoint;
         ``delta_mode`` overrides the ONNX Runtime switching rule (``sdk.runtime.onnxrt``).
+        Where the device trusts a key (``trusted_key``, ``$SEMEDGE_TRUSTED_KEY`` or
+        ``/etc/semedge/trusted.pub``), only signed artifacts and delta files load
+        (:mod:`sdk.runtime.trust`).
         """
         if backend is not None and backend not in BACKENDS:
             raise RunnerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         path = Path(source)
+        key = trust.device_key(trusted_key)
+        if key is not None and path.exists() and not _is_artifact(path):
+            trust.refuse_unsigned_source(path, key)
+        rt = cls._load(path, backend, part, delta_mode, delta_targets, threads, providers, key)
+        rt.trusted_key = key
+        return rt
+
+    @classmethod
+    def _load(
+        cls,
+        path: Path,
+        backend: str | None,
+        part: str,
+        delta_mode: str | None,
+        delta_targets: str | None,
+        threads: int | None,
+        providers: list[str] | None,
+        key: bytes | None,
+    ) -> Runtime:
         if _is_checkpoint(path):
             return cls._from_checkpoint(
                 path, backend or "torch", part, delta_mode, delta_targets, threads, providers
@@ -91,6 +121,7 @@ class Runtime:
                     f"semedge build {path} --backend {backend} --out DIR"
                 )
             return cls._start(cls._onnxrt(path, None, delta_mode, threads, providers))
+        trust.require_signed(path, key, "artifact")
         return cls._from_artifact(path, backend, delta_mode, threads, providers)
 
     @classmethod
@@ -241,6 +272,8 @@ class Runtime:
     def _prepare(self, source: str | Path | Delta) -> PreparedDelta:
         from sdk.delta import Delta, load_delta
 
+        if not isinstance(source, Delta):
+            trust.require_signed(Path(source), self.trusted_key, "delta")
         key = None if isinstance(source, Delta) else str(Path(source).resolve())
         if key in self._prepared:
             return self._prepared[key]

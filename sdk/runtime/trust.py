@@ -1,0 +1,54 @@
+"""Signature checks of :class:`~sdk.Runtime` on a device that has a trusted key.
+
+The agent already refuses unsigned uploads, but an application loads files from disk,
+where anything with write access could have replaced them. So where the device has a
+trusted key, the Runtime loads only artifacts whose ``manifest.sig`` verifies (the
+manifest holds every payload file's SHA-256, so this covers the whole artifact; an
+edited manifest fails) and activates only delta/update files whose ``FILE.sig``
+verifies. Checkpoints and bare ``.onnx`` files carry no signature and are refused
+there. In-memory ``Delta`` objects are accepted: they come from code already running
+on the device (on-device adaptation).
+
+The key: ``Runtime.load(..., trusted_key=PATH)``, else ``$SEMEDGE_TRUSTED_KEY`` (set
+but empty: no checks), else ``/etc/semedge/trusted.pub`` when it exists — the file the
+agent's systemd unit uses, so app and agent trust the same key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from firmware_bridge import signing
+
+TRUSTED_KEY_ENV = "SEMEDGE_TRUSTED_KEY"
+DEVICE_KEY = Path("/etc/semedge/trusted.pub")
+
+
+def device_key(explicit: str | Path | None = None) -> bytes | None:
+    """The public key this device trusts (see the module docstring), or None."""
+    if explicit is not None:
+        return signing.read_public_key(explicit)
+    if TRUSTED_KEY_ENV in os.environ:
+        named = os.environ[TRUSTED_KEY_ENV]
+        return signing.read_public_key(named) if named else None
+    return signing.read_public_key(DEVICE_KEY) if DEVICE_KEY.is_file() else None
+
+
+def require_signed(path: Path, key: bytes | None, what: str) -> None:
+    """Raise a one-line ``SignatureError`` unless ``path`` is signed by ``key`` (if any)."""
+    if key is None:
+        return
+    try:
+        signing.verify_bytes(signing.signed_message(path), signing.read_signature(path), key)
+    except signing.SignatureError as exc:
+        raise signing.SignatureError(f"{what} {path} refused: {exc}") from None
+
+
+def refuse_unsigned_source(path: Path, key: bytes | None) -> None:
+    """Checkpoints and bare ONNX files cannot be signed: refused where a key is trusted."""
+    if key is not None:
+        raise signing.SignatureError(
+            f"{path} is not a signed artifact and this device trusts a key; build and sign "
+            "one: semedge build … --out DIR && semedge sign DIR --key KEY"
+        )
