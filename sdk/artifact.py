@@ -18,7 +18,6 @@ import ctypes
 import datetime
 import hashlib
 import json
-import os
 import re
 import shutil
 import tarfile
@@ -30,7 +29,7 @@ from typing import IO, Any
 
 from sdk import __version__
 from sdk.errors import SemedgeError
-from sdk.files import staged_directory
+from sdk.files import atomic_file, staged_directory
 
 FORMAT = "semedge.artifact"
 FORMAT_VERSION = 1
@@ -328,19 +327,13 @@ def pack(directory: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out else directory.with_name(directory.name + ".tar")
     names = [MANIFEST, *([SIGNATURE] if (directory / SIGNATURE).is_file() else [])]
     names += list(manifest["files"])
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for name in names:
-                info = tar.gettarinfo(str(directory / name), arcname=name)
-                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-                info.mode = 0o644
-                with open(directory / name, "rb") as f:
-                    tar.addfile(info, f)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ArtifactError(f"cannot write {out} ({exc}); nothing changed") from None
+    with atomic_file(out) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in names:
+            info = tar.gettarinfo(str(directory / name), arcname=name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            info.mode = 0o644
+            with open(directory / name, "rb") as f:
+                tar.addfile(info, f)
     return out
 
 

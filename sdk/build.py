@@ -27,6 +27,7 @@ from typing import Any
 
 from sdk import artifact
 from sdk.errors import SemedgeError, missing
+from sdk.files import write_bytes
 
 BACKENDS = ("auto", "onnxrt", "trt")
 
@@ -255,7 +256,7 @@ def build_plan(
     if plan is None:
         raise BuildError("TensorRT failed to build the plan; rerun with a smaller --max-batch")
     if cache_path:
-        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+        write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
     target = {
         **{k: facts[k] for k in artifact.DEVICE_FACTS},
         "tensorrt_version": trt.__version__,

@@ -16,6 +16,7 @@ import sys
 
 from sdk import __version__, commands
 from sdk.errors import SemedgeError
+from sdk.options import Parser
 
 
 def command_modules() -> list[str]:
@@ -24,7 +25,7 @@ def command_modules() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="semedge",
         description="Train, adapt, export, build and flash semantic-communication transceivers.",
     )

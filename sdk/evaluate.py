@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from sdk.data import DataError, ImageDataset
 from sdk.data.shifts import GEOMETRIC, apply_shift
+from sdk.files import atomic_file
 from sdk.models.channels import AWGN, check_snr, normalize_power
 
 MIN_MSE = 1e-10
@@ -320,7 +321,9 @@ def _save(fig: Any, path: str | Path) -> Path:
 
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".").lower() or None)
+    finally:
+        plt.close(fig)
     return path

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from sdk.checkpoint import RUN_CHECKPOINT, read_config, save_checkpoint
 from sdk.data import DATASETS, ImageDataset
 from sdk.errors import SemedgeError
+from sdk.files import atomic_file
 from sdk.models.channels import check_snr
 from sdk.models.registry import build_model, model_class
 
@@ -417,10 +418,8 @@ def _save(
         "weights": model.state_dict(),
         "optimizer": optimizer.state_dict(),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{STATE_FILE}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / STATE_FILE)
+    with atomic_file(out / STATE_FILE) as tmp:
+        torch.save(state, tmp)
     save_checkpoint(model, out / RUN_CHECKPOINT, extra={"epoch": epoch, "train": config.to_json()})
 
 

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("action", choices=("status", "confirm", "rollback"))
     p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyACM0")
-    p.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
+    p.add_argument("--baud", type=int, default=921600, help="baud rate")
     p.add_argument("--model", help="model name (default: the only installed one)")
     p.add_argument("--json", action="store_true", help="print the device status as JSON")
     p.set_defaults(func=run)

@@ -18,7 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output .onnx path")
     p.add_argument(
-        "--part", default="chain", choices=("transmitter", "receiver", "chain"), help="(chain)"
+        "--part",
+        default="chain",
+        choices=("transmitter", "receiver", "chain"),
+        help="which part to export",
     )
     p.add_argument(
         "--topk-plugin",
@@ -32,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weights to expose as graph inputs for delta switching: encoder, decoder, "
         "comma-separated globs over parameter names, or a .delta.safetensors file",
     )
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (17)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17")
     p.set_defaults(func=run)
 
 

@@ -15,19 +15,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("artifact", metavar="ARTIFACT", help="artifact directory, .tar, or delta file")
     p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyACM0")
-    p.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
+    p.add_argument("--baud", type=int, default=921600, help="baud rate")
     p.add_argument(
         "--activate",
         choices=("test", "permanent", "none"),
         default="test",
-        help="after upload: test (default; revert unless confirmed), permanent, or none",
+        help="after upload: test (revert unless confirmed), permanent, or none",
     )
     p.add_argument("--model", help="installed model a delta is for (default: the only one)")
     p.add_argument(
         "--retries",
         type=int,
         default=5,
-        help="reconnect attempts in a row without progress before giving up (default 5)",
+        help="reconnect attempts in a row without progress before giving up",
     )
     p.add_argument("--no-compress", action="store_true", help="never zlib-compress chunks")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
