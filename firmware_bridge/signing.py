@@ -25,6 +25,8 @@ from sdk import artifact
 from sdk.errors import SemedgeError
 from sdk.files import atomic_file, write_bytes, write_text
 
+SIGNATURE_BYTES = 64
+
 
 class SignatureError(SemedgeError):
     """A missing, malformed or non-matching signature or key."""
@@ -114,26 +116,43 @@ def signed_message(path: str | Path) -> bytes:
 
 
 def read_signature(path: str | Path) -> bytes | None:
-    """The signature shipped with an artifact (dir or .tar) or beside a delta; None if none."""
+    """The signature shipped with an artifact (dir or .tar) or beside a delta; None if none.
+
+    Anything there that cannot be an Ed25519 signature (not 64 bytes, not a file) is a
+    :class:`SignatureError`, not "unsigned"."""
     path = Path(path)
-    if is_delta(path):
-        sig = Path(f"{path}.sig")
-        return sig.read_bytes() if sig.is_file() else None
-    if path.is_dir():
+    if is_delta(path) or path.is_dir():
+        sig = Path(f"{path}.sig") if is_delta(path) else path / artifact.SIGNATURE
+        if not sig.exists():
+            return None
+        signature = sig.read_bytes() if sig.is_file() else b""
+    else:
+        with artifact.open_tar(path) as tar:
+            members = [
+                info
+                for info in tar.getmembers()
+                if info.name.lstrip("./").split("/")[-1] == artifact.SIGNATURE
+            ]
+            if not members:
+                return None
+            f = tar.extractfile(members[0])
+            signature = f.read() if f else b""
         sig = path / artifact.SIGNATURE
-        return sig.read_bytes() if sig.is_file() else None
-    with tarfile.open(path) as tar:
-        for info in tar.getmembers():
-            if info.isfile() and info.name.lstrip("./").split("/")[-1] == artifact.SIGNATURE:
-                f = tar.extractfile(info)
-                return f.read() if f else None
-    return None
+    if len(signature) != SIGNATURE_BYTES:
+        raise SignatureError(
+            f"{sig} is not an Ed25519 signature ({SIGNATURE_BYTES} bytes); sign again: semedge sign"
+        )
+    return signature
 
 
 def sign(path: str | Path, key_path: str | Path) -> Path:
     """Sign an artifact directory, ``.tar`` (rewritten with the signature) or delta file."""
     path = Path(path)
-    if not is_delta(path):
+    if is_delta(path):
+        from sdk.delta import load_delta  # numpy + safetensors: still no torch
+
+        load_delta(path)  # never sign a file that no device would accept
+    else:
         artifact.verify_artifact(path)
     signature = sign_bytes(signed_message(path), key_path)
     if is_delta(path):

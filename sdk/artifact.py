@@ -22,6 +22,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -183,11 +184,19 @@ def _tar_members(tar: tarfile.TarFile, path: Path) -> dict[str, tarfile.TarInfo]
     return {n[cut:]: i for n, i in members.items() if n.startswith(prefix + "/")}
 
 
-def _open_tar(path: Path) -> tarfile.TarFile:
+@contextmanager
+def open_tar(path: Path) -> Iterator[tarfile.TarFile]:
+    """``path`` opened as a tar; a corrupt or truncated one (found while opening or while
+    reading a member) is one :class:`ArtifactError`."""
     try:
-        return tarfile.open(path, "r:*")
+        tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError) as exc:
         raise ArtifactError(f"{path} is not a readable tar ({exc}); copy it again") from None
+    try:
+        with tar:
+            yield tar
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ArtifactError(f"{path} is truncated or corrupt ({exc}); copy it again") from None
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -204,7 +213,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{path} does not exist; build an artifact with: semedge build")
     if not _is_tar(path):
         raise ArtifactError(f"{path} is neither an artifact directory nor a .tar of one")
-    with _open_tar(path) as tar:
+    with open_tar(path) as tar:
         info = _tar_members(tar, path)[MANIFEST]
         return _parse(_read_member(tar, info).read(), f"{path}:{MANIFEST}")
 
@@ -221,7 +230,7 @@ def manifest_bytes(path: str | Path) -> bytes:
     read_manifest(path)
     if path.is_dir():
         return (path / MANIFEST).read_bytes()
-    with _open_tar(path) as tar:
+    with open_tar(path) as tar:
         return _read_member(tar, _tar_members(tar, path)[MANIFEST]).read()
 
 
@@ -267,7 +276,7 @@ def verify_artifact(path: str | Path) -> dict[str, Any]:
             with open(file, "rb") as f:
                 _check_entry(str(path), name, entry, *_digest(f))
         return manifest
-    with _open_tar(path) as tar:
+    with open_tar(path) as tar:
         members = _tar_members(tar, path)
         for name, entry in manifest["files"].items():
             if name not in members:
@@ -342,7 +351,7 @@ def extract(path: str | Path, directory: str | Path) -> Path:
     path, directory = Path(path), Path(directory)
     manifest = verify_artifact(path)
     directory.mkdir(parents=True, exist_ok=True)
-    with _open_tar(path) as tar:
+    with open_tar(path) as tar:
         members = _tar_members(tar, path)
         for name in [MANIFEST, SIGNATURE, *manifest["files"]]:
             if name not in members:

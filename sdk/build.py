@@ -110,9 +110,8 @@ def build(
     max_batch: int = 32,
 ) -> Path:
     """Build an artifact directory at ``out`` from a checkpoint or ``.onnx``; returns ``out``."""
-    import onnx
 
-    from sdk.onnx_io import io_specs, read_metadata
+    from sdk.onnx_io import io_specs, load_onnx, read_metadata
 
     source = Path(source)
     backend = resolve_backend(backend)
@@ -124,7 +123,7 @@ def build(
         meta = read_metadata(onnx_path)
         if not meta:
             raise BuildError(f"{onnx_path} was not exported by semedge; use: semedge export CKPT")
-        inputs, outputs = io_specs(onnx.load(str(onnx_path), load_external_data=False))
+        inputs, outputs = io_specs(load_onnx(onnx_path, load_external_data=False))
         if precision == "int8":
             from calibration.qdq import quantize_qdq
 

@@ -4,13 +4,16 @@ Every module in :mod:`sdk.commands` is discovered automatically; each exposes
 ``register(subparsers)`` and keeps its heavy imports inside the handler, so
 ``semedge --help`` is instant and ``semedge agent`` never imports torch.
 Every :class:`~sdk.errors.SemedgeError` becomes one line on stderr and a
-non-zero exit, never a traceback.
+non-zero exit, never a traceback. Anything else that escapes a command is a bug in
+semedge: it is reported as one "internal error" line too (``SEMEDGE_DEBUG=1`` shows
+the traceback), and the bad-input tests fail on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -57,6 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"semedge {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if os.environ.get("SEMEDGE_DEBUG"):
+            raise
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        print(
+            f"semedge {args.command}: internal error: {type(exc).__name__}: {reason} — please "
+            "report it (SEMEDGE_DEBUG=1 shows where)",
+            file=sys.stderr,
+        )
+        return 70
 
 
 if __name__ == "__main__":

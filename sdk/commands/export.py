@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sdk.checkpoint import load_checkpoint
     from sdk.export import export_onnx
-    from sdk.onnx_io import io_specs
+    from sdk.onnx_io import io_specs, load_onnx
 
     model = load_checkpoint(args.checkpoint)
     path = export_onnx(
@@ -54,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
         delta_targets=args.delta_targets,
         source=args.checkpoint,
     )
-    import onnx
-
-    inputs, outputs = io_specs(onnx.load(str(path), load_external_data=False))
+    inputs, outputs = io_specs(load_onnx(path, load_external_data=False))
     fmt = ", ".join
     print(
         f"wrote {path}: inputs {fmt(i['name'] for i in inputs)} -> "

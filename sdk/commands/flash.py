@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from firmware_bridge.host import serial_flasher
+    from firmware_bridge.host import check_upload, serial_flasher
 
+    check_upload(args.artifact)  # a bad file is reported before the port is touched
     flasher = serial_flasher(
         args.port, args.baud, compress=not args.no_compress, retries=args.retries
     )

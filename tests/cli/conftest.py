@@ -33,6 +33,7 @@ def kinds(tmp_path_factory, tiny_checkpoint):
     import numpy as np
 
     from firmware_bridge.signing import keygen, sign
+    from sdk import artifact
     from sdk.build import build
     from sdk.checkpoint import load_checkpoint
     from sdk.delta import Delta, DeltaEntry, save_delta
@@ -41,7 +42,7 @@ def kinds(tmp_path_factory, tiny_checkpoint):
 
     root = tmp_path_factory.mktemp("kinds")
     model = load_checkpoint(tiny_checkpoint)
-    name, param = next((n, p) for n, p in model.named_parameters() if "decoder" in n)
+    name, param = next((n, p) for n, p in model.named_parameters() if n.startswith("receiver."))
     entry = DeltaEntry(np.arange(3, dtype=np.int64), np.ones(3, np.float16), tuple(param.shape))
     delta = save_delta(
         Delta("hue", model_fingerprint(model), 0.01, {name: entry}), root / "d.delta.safetensors"
@@ -50,7 +51,13 @@ def kinds(tmp_path_factory, tiny_checkpoint):
     art = build(tiny_checkpoint, root / "artifact", backend="onnxrt", part="receiver")
     key, pub = keygen(root / "fleet")
     sig = sign(delta, key)
+    images = root / "images"  # what a user's image folder would look like
+    images.mkdir()
+    for i in range(2):
+        (images / f"{i}.npy").write_bytes(np.zeros(4).tobytes())
     return {
+        "artifact tar": artifact.pack(art),
+        "data folder": images,
         "checkpoint": tiny_checkpoint,
         "delta": delta,
         "onnx": onnx_path,
