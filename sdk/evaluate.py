@@ -87,7 +87,7 @@ def check_compatible(model: nn.Module, dataset: ImageDataset) -> None:
         raise DataError(
             f"{type(model).__name__} expects {'x'.join(map(str, expected))} images but "
             f"{dataset.name} has {'x'.join(map(str, dataset.image_shape))}; "
-            "evaluate on the dataset it was trained on"
+            "use the dataset it was trained on (--data)"
         )
 
 

@@ -10,7 +10,8 @@ import argparse
 import json
 import re
 from fractions import Fraction
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from sdk.errors import SemedgeError
 
@@ -59,12 +60,31 @@ class Parser(argparse.ArgumentParser):
       (``--snr -5,0,5``, ``--strength -0.5``, ``1e-3``) is a value, not an option:
       argparse alone only accepts a single plain negative number.
     * Help shows every meaningful default (:class:`HelpFormatter`).
+    * A usage mistake is one line on stderr, like every other error.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = _NEGATIVE_NUMBERS
+
+    def error(self, message: str) -> NoReturn:
+        """A usage mistake is one line too, pointing at the help (not the whole usage)."""
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def check_figure_path(path: str | None) -> None:
+    """Refuse a figure file name matplotlib cannot write, before any work is done."""
+    if path is None:
+        return
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise OptionError(
+            f"cannot write a figure to {path}: name it .png (or {', '.join(sorted(formats))})"
+        )
 
 
 def parse_snrs(text: str) -> list[float]:

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from sdk.data import ImageDataset, load_dataset
     from sdk.data.shifts import apply_shift
     from sdk.delta import save_delta
+    from sdk.evaluate import check_compatible
     from sdk.train import dataset_of
 
     config = ZFDAConfig(
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         f"{data.name}@{args.domain}", apply_shift(images, args.domain, args.strength)
     )
     model = load_checkpoint(checkpoint)
+    check_compatible(model, shifted)
     history: list[dict[str, float]] = []
     delta = adapt_zfda(model, shifted, args.domain, config, history)
     path = save_delta(delta, args.out, args.index_encoding)

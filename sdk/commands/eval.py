@@ -65,10 +65,12 @@ def run(args: argparse.Namespace) -> int:
         plot,
         reconstructions,
     )
-    from sdk.options import parse_snrs
+    from sdk.options import check_figure_path, parse_snrs
     from sdk.train import dataset_of
 
     snrs = parse_snrs(args.snr)
+    for figure in (args.plot, args.examples):
+        check_figure_path(figure)
     model = load_model(args)
     dataset = load_dataset(dataset_of(args.checkpoint, args.data), args.split)
     check_compatible(model, dataset)

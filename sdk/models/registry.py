@@ -50,8 +50,9 @@ def build_model(name: str, **args: Any) -> nn.Module:
             args = {**preset_args, **args}
     try:
         return cls(**args)
-    except (TypeError, ValueError) as exc:
-        raise UnknownModelError(f"cannot build {cls.__name__} with {args}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # torch: e.g. a negative size
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UnknownModelError(f"cannot build {cls.__name__} with {args}: {reason}") from None
 
 
 def available_models() -> list[str]:
