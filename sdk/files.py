@@ -34,6 +34,12 @@ def _write_failed(target: Path, exc: BaseException) -> WriteError:
     )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync(path: Path, directory: bool = False) -> None:
     """Flush ``path`` to the disk (a directory's fsync persists a rename; not on Windows)."""
     if directory and os.name == "nt":
@@ -64,6 +70,7 @@ def atomic_file(target: str | Path, mode: int = 0o666) -> Iterator[Path]:
         raise _write_failed(target, exc) from exc
     try:
         yield tmp
+        os.chmod(tmp, mode & ~_umask())  # some writers (safetensors) replace the file: 0600
         _fsync(tmp)
         os.replace(tmp, target)
     except BaseException as exc:
@@ -104,7 +111,9 @@ def staged_directory(target: Path) -> Iterator[Path]:
     swapping = False
     try:
         yield tmp
-        for path in tmp.rglob("*"):
+        mask = _umask()
+        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp and some writers make them private
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
             if path.is_file():
                 _fsync(path)
         if target.exists():
