@@ -3,7 +3,8 @@
 Every module in :mod:`sdk.commands` is discovered automatically; each exposes
 ``register(subparsers)`` and keeps its heavy imports inside the handler, so
 ``semedge --help`` is instant and ``semedge agent`` never imports torch.
-Every :class:`~sdk.errors.SemedgeError` becomes one line on stderr and a
+A command may also set ``on_interrupt(args, argv) -> str`` (how to continue after
+Ctrl-C). Every :class:`~sdk.errors.SemedgeError` becomes one line on stderr and a
 non-zero exit, never a traceback. Anything else that escapes a command is a bug in
 semedge: it is reported as one "internal error" line too (``SEMEDGE_DEBUG=1`` shows
 the traceback), and the bad-input tests fail on it.
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -58,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     except KeyboardInterrupt:
-        print(f"semedge {args.command}: interrupted", file=sys.stderr)
+        hint = getattr(args, "on_interrupt", None)  # a command may say how to continue
+        said = f"; {hint(args, argv)}" if hint else ""
+        print(f"semedge {args.command}: interrupted{said}", file=sys.stderr)
         return 130
     except Exception as exc:
         if os.environ.get("SEMEDGE_DEBUG"):

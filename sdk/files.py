@@ -29,8 +29,8 @@ class WriteError(SemedgeError):
 def _write_failed(target: Path, exc: BaseException) -> WriteError:
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     return WriteError(
-        f"cannot write {target} ({reason}); nothing changed — free some space or choose "
-        "another path"
+        f"cannot write {target} ({reason}); nothing changed — check the path, its "
+        "permissions and the free space"
     )
 
 

@@ -31,7 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-compress", action="store_true", help="never zlib-compress chunks")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt=how_to_continue)
+
+
+def how_to_continue(args: argparse.Namespace, argv: list[str]) -> str:
+    """After Ctrl-C: the device keeps what it received, so the same command resumes."""
+    import shlex
+
+    return (
+        "the device keeps what it has received; run the same flash again to resume: "
+        f"semedge {shlex.join(argv)}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,14 +56,17 @@ def run(args: argparse.Namespace) -> int:
     )
     activate = None if args.activate == "none" else args.activate
     result = flasher.flash(args.artifact, activate=activate, model=args.model)
-    result["stats"] = dataclasses.asdict(flasher.stats)
+    stats = dataclasses.asdict(flasher.stats)
+    stats["data_seconds"] = round(stats["data_seconds"], 3)
+    result["stats"] = stats
+    took = f" ({stats['data_wire_bytes']:,} bytes in {stats['data_seconds']:.1f} s)"
     if args.json:
         print(json.dumps(result, indent=2))
     elif "delta" in result:
-        print(f"installed delta {result['delta']} for {result['model']}")
+        print(f"installed delta {result['delta']} for {result['model']}{took}")
     else:
         print(f"installed {result['model']} in slot {result['slot']}"
-              + (f", activated ({result['activated']})" if activate else ""))  # fmt: skip
+              + (f", activated ({result['activated']})" if activate else "") + took)  # fmt: skip
         if activate == "test":
             print(f"confirm with: semedge device confirm --port {args.port} "
                   "(otherwise it reverts at the agent's next restart)")  # fmt: skip

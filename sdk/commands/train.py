@@ -41,7 +41,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="TASK=W",
         help="loss weight per task: recon, logits, mask_logits, aux (default: 1 each)",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt=how_to_continue)
+
+
+def how_to_continue(args: argparse.Namespace, argv: list[str]) -> str:
+    """After Ctrl-C: the command that continues from the last saved epoch."""
+    import shlex
+    from pathlib import Path
+
+    from sdk.train import STATE_FILE
+
+    if not (Path(args.out) / STATE_FILE).is_file():
+        return f"no epoch had finished, nothing was saved; start again: semedge {shlex.join(argv)}"
+    again = argv if "--resume" in argv else [*argv, "--resume"]
+    return f"finished epochs are saved; resume with: semedge {shlex.join(again)}"
 
 
 def run(args: argparse.Namespace) -> int:
