@@ -37,6 +37,7 @@ from tqdm import tqdm
 from kernels.build import build_fatbins, build_plugin, find_tensorrt_include
 from kernels.onnx_graphs import plugin_graph, standard_graph
 from kernels.reference import REFERENCES
+from sdk.files import write_text
 
 TOPK_CASES = [  # (batch, L, n, d, topk, dtype)
     (1, 16, 1024, 128, 64, np.float32),
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         and all(r["ok"] for r in report["plugin"])
     )
     report["ok"] = ok
-    args.out.write_text(json.dumps(report, indent=1))
+    write_text(args.out, json.dumps(report, indent=1))
     print(f"{'PASS' if ok else 'FAIL'}: report in {args.out}")
     return 0 if ok else 1
 
