@@ -46,8 +46,12 @@ setup(
             "ruff==0.17.6",
             "mypy==2.4.1",
             "nvidia-cuda-cuobjdump",
+            # JetPack 6's CUDA 12.6 compiler, to check the kernels build there (no GPU needed)
+            "nvidia-cuda-nvrtc-cu12==12.6.85",
+            "nvidia-cuda-nvcc-cu12==12.6.85",
+            "nvidia-cuda-runtime-cu12==12.6.77",
         ],
-        "jetson": ["pycuda>=2022.1"],
+        "jetson": ["pycuda>=2025.1.2"],  # CUDA 13 (JetPack 7) needs pycuda >= 2025.1.2
     },
     entry_points={"console_scripts": ["semedge=sdk.cli:main"]},
 )

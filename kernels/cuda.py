@@ -3,7 +3,9 @@
 Two levels: ``launch_*`` take device pointers (the trt backend and the delta core use them
 on buffers they already own, on their stream); ``topk_memory`` / ``sparse_delta_*`` take
 numpy arrays with the signatures of :mod:`kernels.reference`, copying to and from the
-device (used by ``tools/validate_on_device.py``). The fatbins come from
+device (used by ``tools/validate_on_device.py``); ``upload`` / ``alloc`` / ``download``
+are the device memory the TensorRT runner's :class:`~sdk.runtime.trt.DeviceDeltaCore`
+keeps its weights in. The fatbins come from
 :func:`kernels.build.build_fatbins`, built on first use into ``fatbin_dir`` (default:
 :func:`kernels.build.cache_dir`). pycuda is imported lazily; without it (or without a
 GPU) construction raises :class:`~sdk.errors.MissingDependencyError` /
@@ -19,6 +21,7 @@ import numpy as np
 
 from kernels.build import TOPK_BLOCK, build_fatbins, cache_dir
 from kernels.emulated import suffix
+from kernels.launch import topk_memory_launches
 from kernels.reference import _check_delta, _check_topk
 from sdk.errors import SemedgeError, missing
 
@@ -57,14 +60,24 @@ class CudaKernels:
             ) from None
         if not all((fatbin_dir / f"{m}.fatbin").is_file() for m in ("topk_memory", "sparse_delta")):
             build_fatbins(fatbin_dir)
+        try:
+            self._load(fatbin_dir)
+        except cuda.Error:  # a fatbin cached by an older semedge lacks today's kernels
+            build_fatbins(fatbin_dir)
+            self._load(fatbin_dir)
+
+    def _load(self, fatbin_dir: Path) -> None:
+        cuda = self.cuda
         self.context.push()
         try:
             topk = cuda.module_from_file(str(fatbin_dir / "topk_memory.fatbin"))
             delta = cuda.module_from_file(str(fatbin_dir / "sparse_delta.fatbin"))
             self.functions: dict[str, Any] = {}
             for s in ("f32", "f16"):
-                self.functions[f"topk_memory_{s}"] = topk.get_function(f"topk_memory_{s}")
-                self.functions[f"topk_memory_{s}"].prepare("PPPPPPPiiii")
+                for name in ("topk_scores", "topk_select"):
+                    fn = topk.get_function(f"{name}_{s}")
+                    fn.prepare("PPPPPPPiiii")
+                    self.functions[f"{name}_{s}"] = fn
                 for op, signature in (("apply", "PPPPq"), ("restore", "PPPq")):
                     fn = delta.get_function(f"sparse_delta_{op}_{s}")
                     fn.prepare(signature)
@@ -97,27 +110,19 @@ class CudaKernels:
         topk: int,
         stream: Any = None,
     ) -> None:
-        """One block per query row; ``workspace`` holds ``topk_workspace_bytes`` bytes."""
+        """The launches of :func:`kernels.launch.topk_memory_launches`, in order, on ``stream``;
+        ``workspace`` holds ``topk_workspace_bytes`` bytes."""
         rows = batch * L
         index = workspace + 4 * rows * n
         weight = index + 4 * rows * topk
-        self._call(
-            f"topk_memory_{suffix(dtype)}",
-            rows,
-            TOPK_BLOCK,
-            stream,
-            q,
-            k,
-            v,
-            out,
-            workspace,
-            index,
-            weight,
-            L,
-            n,
-            d,
-            topk,
-        )
+        for kernel, blocks in topk_memory_launches(batch, L, n, TOPK_BLOCK):
+            self._call(
+                f"{kernel}_{suffix(dtype)}",
+                blocks,
+                TOPK_BLOCK,
+                stream,
+                *(q, k, v, out, workspace, index, weight, L, n, d, topk),
+            )
 
     def launch_sparse_delta_apply(
         self,
@@ -166,6 +171,22 @@ class CudaKernels:
     def _to_device(self, *arrays: np.ndarray) -> list[Any]:
         return [self.cuda.to_device(np.ascontiguousarray(a)) for a in arrays]
 
+    def upload(self, array: np.ndarray) -> Any:
+        """A device copy of ``array`` (a pycuda allocation; ``int()`` gives its address)."""
+        self.context.push()
+        try:
+            return self._to_device(array)[0]
+        finally:
+            self.context.pop()
+
+    def alloc(self, nbytes: int) -> Any:
+        """``nbytes`` of device memory (freed when the returned allocation is dropped)."""
+        self.context.push()
+        try:
+            return self.cuda.mem_alloc(max(1, nbytes))
+        finally:
+            self.context.pop()
+
     def topk_memory(
         self, q: np.ndarray, k: np.ndarray, v: np.ndarray, topk: int
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +223,7 @@ class CudaKernels:
         finally:
             self.context.pop()
         self.launch_sparse_delta_apply(w.dtype, int(dw), int(di), int(dv), int(ds), len(idx))
-        return self._back(dw, w), self._back(ds, values)
+        return self.download(dw, w), self.download(ds, values)
 
     def sparse_delta_restore(self, w: np.ndarray, idx: np.ndarray, saved: np.ndarray) -> np.ndarray:
         _check_delta(w, idx, saved)
@@ -212,9 +233,10 @@ class CudaKernels:
         finally:
             self.context.pop()
         self.launch_sparse_delta_restore(w.dtype, int(dw), int(di), int(ds), len(idx))
-        return self._back(dw, w)
+        return self.download(dw, w)
 
-    def _back(self, device: Any, like: np.ndarray) -> np.ndarray:
+    def download(self, device: Any, like: np.ndarray) -> np.ndarray:
+        """A host array shaped like ``like`` read from ``device`` (allocation or address)."""
         self.context.push()
         try:
             host = np.empty_like(like)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kernels.launch import TOPK_MAX_L, topk_memory_launches
 from kernels.reference import KernelInputError, _check_delta, _check_topk
 
 _P = ctypes.c_void_p
@@ -35,11 +36,18 @@ class EmulatedKernels:
         self.lib = ctypes.CDLL(str(library))
         self.block = int(self.lib.emulated_topk_block())
         self.shared_k = int(self.lib.emulated_topk_shared_k())
+        if int(self.lib.emulated_topk_max_l()) != TOPK_MAX_L:
+            raise KernelInputError("kernels.launch.TOPK_MAX_L disagrees with topk_memory.cuh")
+        self.counts_bytes = hasattr(self.lib, "emulated_traffic_reset")
+        if self.counts_bytes:
+            self.lib.emulated_traffic_loaded.restype = ctypes.c_longlong
+            self.lib.emulated_traffic_stored.restype = ctypes.c_longlong
         self.delta_block = delta_block
         i, ll = ctypes.c_int, ctypes.c_longlong
         u = ctypes.c_uint
         for s in _DTYPES.values():
-            getattr(self.lib, f"emulate_topk_memory_{s}").argtypes = [u, u] + [_P] * 7 + [i] * 4
+            for kernel in ("topk_scores", "topk_select"):
+                getattr(self.lib, f"emulate_{kernel}_{s}").argtypes = [u, u] + [_P] * 7 + [i] * 4
             getattr(self.lib, f"emulate_sparse_delta_apply_{s}").argtypes = [u, u] + [_P] * 4 + [ll]
             getattr(self.lib, f"emulate_sparse_delta_restore_{s}").argtypes = (
                 [u, u] + [_P] * 3 + [ll]
@@ -57,10 +65,29 @@ class EmulatedKernels:
         score = np.empty((b * L, n), np.float32)
         index = np.empty((b * L, topk), np.int32)
         weight = np.empty((b * L, topk), np.float32)
-        getattr(self.lib, f"emulate_topk_memory_{s}")(
-            b * L, self.block, *map(_ptr, (q, k, v, out, score, index, weight)), L, n, d, topk
-        )
+        buffers = (q, k, v, out, score, index, weight)
+        if self.counts_bytes:
+            self.lib.emulated_traffic_reset()
+            for array in buffers:
+                self.lib.emulated_traffic_watch(_P(_ptr(array)), ctypes.c_size_t(array.nbytes))
+        for kernel, blocks in topk_memory_launches(b, L, n, self.block):
+            getattr(self.lib, f"emulate_{kernel}_{s}")(
+                blocks, self.block, *map(_ptr, buffers), L, n, d, topk
+            )
         return out, index.reshape(b, L, topk)
+
+    def traffic(self) -> tuple[int, int]:
+        """(bytes loaded, bytes stored) from global memory by the last top-K call.
+
+        Only a library built with ``count_bytes=True`` counts; the kernels' own loads and
+        stores to their argument buffers are counted, nothing else.
+        """
+        if not self.counts_bytes:
+            raise KernelInputError(
+                "this emulation library does not count bytes; build it "
+                "with kernels.build.build_emulation(..., count_bytes=True)"
+            )
+        return int(self.lib.emulated_traffic_loaded()), int(self.lib.emulated_traffic_stored())
 
     def sparse_delta_apply(
         self, w: np.ndarray, idx: np.ndarray, values: np.ndarray
@@ -70,11 +97,8 @@ class EmulatedKernels:
         out, saved = w.copy(), np.empty_like(values)
         idx64 = np.ascontiguousarray(idx, np.int64)
         values = np.ascontiguousarray(values)
-        getattr(self.lib, f"emulate_sparse_delta_apply_{suffix(w.dtype)}")(
-            self._grid(len(idx)),
-            self.delta_block,
-            *map(_ptr, (out, idx64, values, saved)),
-            len(idx),
+        self.launch_sparse_delta_apply(
+            w.dtype, _ptr(out), _ptr(idx64), _ptr(values), _ptr(saved), len(idx)
         )
         return out, saved
 
@@ -83,10 +107,31 @@ class EmulatedKernels:
         out = w.copy()
         idx64 = np.ascontiguousarray(idx, np.int64)
         saved = np.ascontiguousarray(saved)
-        getattr(self.lib, f"emulate_sparse_delta_restore_{suffix(w.dtype)}")(
-            self._grid(len(idx)), self.delta_block, *map(_ptr, (out, idx64, saved)), len(idx)
-        )
+        self.launch_sparse_delta_restore(w.dtype, _ptr(out), _ptr(idx64), _ptr(saved), len(idx))
         return out
+
+    # Pointer-level launches with the signatures of kernels.cuda.CudaKernels, so code that
+    # owns "device" buffers (host memory here) drives the same kernel source on the CPU.
+    def launch_sparse_delta_apply(
+        self,
+        dtype: np.dtype,
+        w: int,
+        idx: int,
+        values: int,
+        saved: int,
+        count: int,
+        stream: object = None,
+    ) -> None:
+        getattr(self.lib, f"emulate_sparse_delta_apply_{suffix(dtype)}")(
+            self._grid(count), self.delta_block, w, idx, values, saved, count
+        )
+
+    def launch_sparse_delta_restore(
+        self, dtype: np.dtype, w: int, idx: int, saved: int, count: int, stream: object = None
+    ) -> None:
+        getattr(self.lib, f"emulate_sparse_delta_restore_{suffix(dtype)}")(
+            self._grid(count), self.delta_block, w, idx, saved, count
+        )
 
     def _grid(self, count: int) -> int:
         """A deliberately small grid (≤ 4 blocks) so the grid-stride loop is exercised."""

@@ -447,6 +447,7 @@ class DeltaCore:
                 raise ValueError(f"buffer {name!r} must be C-contiguous and writeable")
             self._place[name] = self._locate(buf, flats)
         self._active: PreparedDelta | None = None
+        self._changed: set[str] = set()
 
     @staticmethod
     def _locate(buf: np.ndarray, flats: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
@@ -466,6 +467,11 @@ class DeltaCore:
     @property
     def active_delta(self) -> PreparedDelta | None:
         return self._active
+
+    def take_changed(self) -> set[str]:
+        """Names of the tensors written since the last call (what an engine must refit)."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def prepare(self, delta: Delta) -> PreparedDelta:
         """Validate ``delta`` against this engine and precompute its global indices."""
@@ -495,18 +501,28 @@ class DeltaCore:
             return
         self.deactivate()
         for seg in prepared.segments:
-            np.take(seg.flat, seg.index, out=seg.saved)
-            np.add(seg.saved, seg.values, out=seg.work)
-            seg.flat[seg.index] = seg.work
+            self._apply_segment(seg)
         self._active = prepared
+        self._changed |= set(prepared.delta.entries)
 
     def deactivate(self) -> None:
         """Write the saved base values back (bit-exact); no-op when nothing is active."""
         if self._active is None:
             return
         for seg in self._active.segments:
-            seg.flat[seg.index] = seg.saved
+            self._restore_segment(seg)
+        self._changed |= set(self._active.delta.entries)
         self._active = None
+
+    # Where the weights live decides how a segment is written: numpy here, the sparse-delta
+    # CUDA kernel on device-resident weights (sdk.runtime.trt.DeviceDeltaCore).
+    def _apply_segment(self, seg: _Segment) -> None:
+        np.take(seg.flat, seg.index, out=seg.saved)
+        np.add(seg.saved, seg.values, out=seg.work)
+        seg.flat[seg.index] = seg.work
+
+    def _restore_segment(self, seg: _Segment) -> None:
+        seg.flat[seg.index] = seg.saved
 
 
 # ---------------------------------------------------------------- torch adapter

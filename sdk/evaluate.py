@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from sdk.data import DataError, ImageDataset
 from sdk.data.shifts import GEOMETRIC, apply_shift
-from sdk.files import atomic_file
+from sdk.files import save_figure
 from sdk.models.channels import AWGN, check_snr, normalize_power
 
 MIN_MSE = 1e-10
@@ -317,13 +317,5 @@ def image_grid(
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    from matplotlib import pyplot as plt
-
     fig.tight_layout()
-    path = Path(path)
-    try:
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".").lower() or None)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)

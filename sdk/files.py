@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sdk.errors import SemedgeError
 
@@ -94,6 +95,20 @@ def write_bytes(target: str | Path, data: bytes, mode: int = 0o666) -> Path:
 def write_text(target: str | Path, text: str, mode: int = 0o666) -> Path:
     """:func:`write_bytes` of UTF-8 ``text``."""
     return write_bytes(target, text.encode(), mode)
+
+
+def save_figure(fig: Any, target: str | Path, dpi: int = 120) -> Path:
+    """Write a matplotlib figure (format from the suffix) through :func:`atomic_file`, then
+    close it."""
+    from matplotlib import pyplot as plt
+
+    target = Path(target)
+    try:
+        with atomic_file(target) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=target.suffix.lstrip(".").lower() or None)
+    finally:
+        plt.close(fig)
+    return target
 
 
 @contextmanager

@@ -19,10 +19,13 @@ turn, after 20 ms of untimed calls; per path the block median of the quietest ro
 machine that slows down mid-run slows them all alike. Reported: median times, dense/top-K speed-up
 (goal ≥ 300× at 16k), t(16k)/t(4k) (goal ≤ 4.5), achieved GFLOP/s of the op
 (2·L·n·d + 2·L·K·d FLOPs) as a fraction of the matmul rate (goal ≥ 40 %), and a Jetson AGX
-Orin roofline of the op. Usage::
+Orin roofline of the op. With ``--traffic`` the roofline's kernel row is the CUDA kernels'
+global-memory bytes as counted by the CPU emulation (every load and store the kernels make,
+``kernels/emulation/traffic.h``; several minutes at 16k), beside the ideal (goal ≤ 2×);
+``--traffic-only`` prints just that. Usage::
 
     python tools/bench_topk.py [--sizes 1024 4096 16384] [--repeats 30] [--threads 2]
-        [--plot docs/img/bench_topk.png]
+        [--plot docs/img/bench_topk.png] [--traffic | --traffic-only]
 """
 
 from __future__ import annotations
@@ -58,24 +61,51 @@ def op_flops(n: int) -> int:
     return 2 * L * n * D + 2 * L * TOPK * D
 
 
-def orin_roofline(n: int, itemsize: int) -> dict[str, float]:
+def counted_bytes(n: int, dtype: Any) -> int:
+    """Global-memory bytes (loads + stores) of the CUDA kernels at the benchmark's shape,
+    counted by the byte-counting CPU emulation built with the GPU's compile-time sizes."""
+    from kernels.build import TOPK_BLOCK, build_emulation, cache_dir, private_dir
+    from kernels.emulated import EmulatedKernels
+
+    library = build_emulation(private_dir(cache_dir()), TOPK_BLOCK, 256, count_bytes=True)
+    kernels = EmulatedKernels(library)
+    rng = np.random.default_rng(n)
+    q, k, v = (rng.standard_normal(s).astype(dtype) for s in ((1, L, D), (1, n, D), (1, n, D)))
+    kernels.topk_memory(q, k, v, TOPK)
+    return sum(kernels.traffic())
+
+
+def orin_roofline(n: int, itemsize: int, kernel_bytes: int | None = None) -> dict[str, float]:
     """Lower-bound time on Orin: max(FLOPs / peak, bytes / bandwidth).
 
     ``ideal`` bytes read k once (L queries share it), the K kept rows of v per query, q and
-    out. ``kernel`` bytes are what our one-block-per-row kernel moves when k does not stay
-    in L2: k once per query row plus the fp32 score workspace (1 write + 5 reads per score).
+    out. ``kernel_bytes`` (when given) are what the CUDA kernels load and store, counted by
+    the emulation (:func:`counted_bytes`) — no hand model.
     """
     ideal = itemsize * (n * D + L * TOPK * D + 2 * L * D)
-    kernel = itemsize * (L * n * D + L * TOPK * D + 2 * L * D) + 4 * 6 * L * n
     peak = ORIN["fp32_tflops" if itemsize == 4 else "fp16_tflops"] * 1e12
     flops = op_flops(n)
-    return {
+    row = {
         "flops": flops,
         "ideal_bytes": ideal,
-        "kernel_bytes": kernel,
         "ideal_us": 1e6 * max(flops / peak, ideal / (ORIN["dram_gbps"] * 1e9)),
-        "kernel_us": 1e6 * max(flops / peak, kernel / (ORIN["dram_gbps"] * 1e9)),
     }
+    if kernel_bytes is not None:
+        row["kernel_bytes"] = kernel_bytes
+        row["kernel_over_ideal"] = kernel_bytes / ideal
+        row["kernel_us"] = 1e6 * max(flops / peak, kernel_bytes / (ORIN["dram_gbps"] * 1e9))
+    return row
+
+
+def roofline(sizes: list[int], traffic: bool) -> dict[int, dict[str, dict[str, float]]]:
+    """Orin roofline per size and storage type; kernel bytes counted when ``traffic``."""
+    table: dict[int, dict[str, dict[str, float]]] = {}
+    for n in tqdm(sizes, desc="roofline", disable=not traffic):
+        table[n] = {
+            name: orin_roofline(n, size, counted_bytes(n, dtype) if traffic else None)
+            for name, size, dtype in (("fp32", 4, np.float32), ("fp16", 2, np.float16))
+        }
+    return table
 
 
 def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -186,7 +216,7 @@ def measure(n: int, repeats: int, threads: int) -> dict[str, float]:
     return row
 
 
-def summarise(rows: list[dict[str, float]]) -> dict[str, Any]:
+def summarise(rows: list[dict[str, float]], traffic: bool = False) -> dict[str, Any]:
     paths = [p for p in ("topk_torch", "topk_torch_stock", "topk_onnxrt") if f"{p}_ms" in rows[0]]
     for row in rows:
         n = int(row["n"])
@@ -206,7 +236,7 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, Any]:
     return {
         "rows": rows,
         "t16k_over_t4k": scaling,
-        "orin": {n: {"fp32": orin_roofline(n, 4), "fp16": orin_roofline(n, 2)} for n in by_n},
+        "orin": roofline(list(by_n), traffic),
     }
 
 
@@ -239,20 +269,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch / ORT intra-op threads")
     parser.add_argument("--plot", help="write a PNG of time vs n")
     parser.add_argument("--json", help="write the results as JSON")
+    parser.add_argument(
+        "--traffic", action="store_true", help="count the CUDA kernels' bytes (emulation)"
+    )
+    parser.add_argument(
+        "--traffic-only", action="store_true", help="only the counted roofline, no CPU timing"
+    )
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    rows = [measure(n, args.repeats, args.threads) for n in tqdm(args.sizes, desc="sizes")]
-    result = summarise(rows)
-    for row in rows:
-        print(" ".join(f"{k}={v:.4g}" for k, v in row.items()))
-    print("t(16k)/t(4k):", {k: round(v, 2) for k, v in result["t16k_over_t4k"].items()})
+    if args.traffic_only:
+        result: dict[str, Any] = {"orin": roofline(args.sizes, traffic=True)}
+    else:
+        torch.set_num_threads(args.threads)
+        rows = [measure(n, args.repeats, args.threads) for n in tqdm(args.sizes, desc="sizes")]
+        result = summarise(rows, args.traffic)
+        for row in rows:
+            print(" ".join(f"{k}={v:.4g}" for k, v in row.items()))
+        print("t(16k)/t(4k):", {k: round(v, 2) for k, v in result["t16k_over_t4k"].items()})
+        if args.plot:
+            plot(rows, args.plot)
     for n, roof in result["orin"].items():
         print(
             f"orin n={n}:",
             json.dumps({p: {k: round(x, 2) for k, x in r.items()} for p, r in roof.items()}),
         )
-    if args.plot:
-        plot(rows, args.plot)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)

@@ -1,20 +1,29 @@
-"""Validate the CUDA kernels and the TopKMemory TensorRT plugin on a Jetson: one command.
+"""Validate the CUDA kernels, the TensorRT serving path and the plugin on a Jetson: one command.
 
-Steps: (1) build the fatbins with nvcc (sm_87/sm_110/compute_87) and check ptxas' report for
-spills/local memory; (2) build the plugin ``libsemedge_plugins.so`` against the TensorRT
-headers; (3) run both kernels through pycuda on random inputs and edge cases against the
-numpy references (top-K: same kept indices, |err| ≤ 1e-5 fp32 / 2e-3 fp16 — the GPU's
-``expf`` may differ from glibc's by an ulp; delta: bit-exact apply and restore) and time
-them with CUDA events; (4) build TensorRT engines from a one-node ``TopKMemory`` ONNX (fp32
-and fp16), run them against the reference and — fp32, batch 1 — ONNX Runtime on the
-standard-op graph, and time them; (5) write everything to a JSON report.
+Steps (each needs some of: nvcc, pycuda, a CUDA GPU, TensorRT's Python module and headers):
+
+1. ``fatbins`` — build the kernels with nvcc for the architectures it knows and check
+   ptxas' report for spills/local memory;
+2. ``plugin`` — build ``libsemedge_plugins.so`` against the TensorRT headers;
+3. ``topk_memory`` — run the kernel through pycuda on random inputs and edge cases against
+   the numpy reference (same kept indices, |err| ≤ 1e-5 fp32 / 2e-3 fp16) and time it;
+4. ``sparse_delta`` — apply/restore against the reference, bit-exact, timed;
+5. ``device_deltas`` — the TensorRT runner's serving path: weights in device memory,
+   deltas switched by the sparse-delta kernel (:class:`sdk.runtime.trt.DeviceDeltaCore`)
+   against the numpy :class:`sdk.delta.DeltaCore`, bit-exact, switch time;
+6. ``plugin_engines`` — TensorRT engines (fp32, fp16) from a one-node ``TopKMemory`` ONNX,
+   against numpy and (fp32, batch 1) ONNX Runtime, timed.
+
+A step whose pieces are missing (e.g. TensorRT on an x86 GPU machine) or whose input step
+failed is skipped with the reason; a step that fails records its one-line error and the
+rest go on. The JSON report (``--out``) is written in every case, also by ``--dry-run``,
+which runs nothing and says, per step, whether it would run here or why it would be
+skipped. Exit status: 0 all run steps passed (dry run: always), 1 a step failed, 2 nothing
+could run.
 
 Usage::
 
     python tools/validate_on_device.py [--out validate_report.json] [--work DIR] [--dry-run]
-
-Without a GPU, pycuda, TensorRT or nvcc it stops at once with one line naming what is
-missing; ``--dry-run`` prints the plan and what this machine has, and builds nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -56,15 +66,13 @@ DELTA_CASES = [
     (10_000_000, 100_000, np.float16),
     (1000, 0, np.float32),
 ]
-PLAN = [
-    "build fatbins with nvcc for sm_87, sm_110, compute_87 and check registers/spills/local memory",
-    "build the TopKMemory plugin (libsemedge_plugins.so) against the TensorRT headers",
-    f"run topk_memory on {len(TOPK_CASES)} cases (incl. ties, K=1, K=n, n=65536, fp16) vs numpy",
-    f"run sparse delta apply/restore on {len(DELTA_CASES)} cases (incl. empty) vs numpy, bit-exact",
-    "build TensorRT engines (fp32, fp16) from a one-node TopKMemory ONNX;"
-    " compare with numpy and ONNX Runtime",
-    "time every kernel and engine (CUDA events) and write the JSON report",
-]
+NEEDS = {
+    "nvcc": "nvcc (CUDA toolkit)",
+    "pycuda": "pycuda",
+    "gpu": "a CUDA GPU",
+    "tensorrt": "tensorrt (python)",
+    "tensorrt_headers": "TensorRT headers (NvInfer.h)",
+}
 
 
 def environment() -> dict[str, Any]:
@@ -87,18 +95,15 @@ def environment() -> dict[str, Any]:
                 facts["gpu"] = f"{dev.name()} sm_{''.join(map(str, dev.compute_capability()))}"
         except Exception as error:  # any driver failure means: no usable GPU
             facts["gpu_error"] = str(error)
+    if facts["tensorrt"]:
+        from sdk.artifact import local_device_facts
+
+        facts.update(local_device_facts())
     return facts
 
 
-def missing_pieces(facts: dict[str, Any]) -> list[str]:
-    need = {
-        "nvcc": "nvcc (CUDA toolkit)",
-        "pycuda": "pycuda",
-        "tensorrt": "tensorrt (python)",
-        "tensorrt_headers": "TensorRT headers (NvInfer.h)",
-        "gpu": "a CUDA GPU",
-    }
-    return [label for key, label in need.items() if not facts.get(key)]
+def missing_pieces(facts: dict[str, Any], needs: tuple[str, ...] = tuple(NEEDS)) -> list[str]:
+    return [NEEDS[key] for key in needs if not facts.get(key)]
 
 
 def cuda_time_ms(cuda: Any, fn: Any, repeats: int = 20) -> float:
@@ -217,30 +222,107 @@ def check_delta(kernels: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _synchronize(kernels: Any) -> None:
+    kernels.context.push()
+    try:
+        kernels.context.synchronize()
+    finally:
+        kernels.context.pop()
+
+
+def _device_bytes(kernels: Any, core: Any, like: dict[str, np.ndarray]) -> dict[str, bytes]:
+    """The device core's weights, read back (for the comparison only)."""
+    return {
+        name: kernels.download(core.device_tensor(name)[0], like[name]).tobytes() for name in like
+    }
+
+
+def check_device_deltas(kernels: Any) -> list[dict[str, Any]]:
+    """The runner's device-resident delta switching vs the numpy core, bit-exact, timed."""
+    from sdk.delta import Delta, DeltaCore, DeltaEntry
+    from sdk.runtime.trt import DeviceDeltaCore
+
+    rows = []
+    for dtype in (np.float32, np.float16):
+        rng = np.random.default_rng(7)
+        shapes = {"dec.0.weight": (512, 1024), "dec.0.bias": (512,), "dec.1.weight": (3, 512, 9)}
+        base = {n: rng.standard_normal(s).astype(dtype) for n, s in shapes.items()}
+        entries = {}
+        for name, shape in shapes.items():
+            size = int(np.prod(shape))
+            idx = np.sort(rng.choice(size, size // 20, replace=False)).astype(np.int64)
+            entries[name] = DeltaEntry(
+                idx, (rng.standard_normal(len(idx)) * 1e-2).astype(dtype), shape
+            )
+        delta = Delta("check", "0" * 64, 0.95, entries)
+        host = {n: w.copy() for n, w in base.items()}
+        numpy_core = DeltaCore(host, "0" * 64)
+        device_core = DeviceDeltaCore(base, "0" * 64, kernels)
+        prepared = device_core.prepare(delta)
+        numpy_core.activate(delta)
+        start = time.perf_counter()
+        device_core.activate(prepared)
+        _synchronize(kernels)
+        switch_ms = (time.perf_counter() - start) * 1e3
+
+        applied = _device_bytes(kernels, device_core, base) == {
+            n: w.tobytes() for n, w in host.items()
+        }
+        device_core.deactivate()
+        restored = _device_bytes(kernels, device_core, base) == {
+            n: w.tobytes() for n, w in base.items()
+        }
+        rows.append(
+            {
+                "dtype": np.dtype(dtype).name,
+                "nnz": delta.nnz,
+                "applied_bit_exact": applied,
+                "restored_bit_exact": restored,
+                "first_switch_ms": switch_ms,
+                "changed": sorted(device_core.take_changed()),
+                "ok": applied and restored,
+            }
+        )
+    return rows
+
+
 def check_plugin(kernels: Any, library: Path, work: Path) -> list[dict[str, Any]]:
     import onnxruntime as ort
     import tensorrt as trt
 
+    from sdk.build import load_plugins, precision_settings
+
     cuda = kernels.cuda
     logger = trt.Logger(trt.Logger.WARNING)
-    trt.get_plugin_registry().load_library(str(library))
+    load_plugins(trt, [library])
     rows = []
     for dtype in (np.float32, np.float16):
         b, L, n, d, topk = 1, 16, 16384, 128, 64
         model = plugin_graph(b, L, n, d, topk, dtype)
         (work / f"topk_plugin_{np.dtype(dtype).name}.onnx").write_bytes(model.SerializeToString())
+        settings = precision_settings(trt.__version__, "fp16" if dtype == np.float16 else "fp32")
         builder = trt.Builder(logger)
-        network = builder.create_network(0)
+        flags = 0  # the graph's inputs carry the dtype: strongly typed where TensorRT has it
+        if settings["strongly_typed"]:
+            flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse(model.SerializeToString()):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             rows.append({"dtype": np.dtype(dtype).name, "ok": False, "error": errors})
             continue
         config = builder.create_builder_config()
-        if dtype == np.float16:
+        config.clear_flag(trt.BuilderFlag.TF32)
+        if "FP16" in settings["builder_flags"]:
             config.set_flag(trt.BuilderFlag.FP16)
         plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            rows.append({"dtype": np.dtype(dtype).name, "ok": False, "error": "build failed"})
+            continue
         engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
+        if engine is None:
+            rows.append({"dtype": np.dtype(dtype).name, "ok": False, "error": "deserialize failed"})
+            continue
         context = engine.create_execution_context()
         rng = np.random.default_rng(3)
         feeds = {
@@ -282,6 +364,118 @@ def check_plugin(kernels: Any, library: Path, work: Path) -> list[dict[str, Any]
     return rows
 
 
+@dataclass(frozen=True)
+class Step:
+    """One validation step: what it needs (machine pieces, earlier steps) and how to run it."""
+
+    name: str
+    description: str
+    needs: tuple[str, ...]
+    after: tuple[str, ...]
+    run: Callable[[dict[str, Any]], Any]
+
+    def passed(self, result: Any) -> bool:
+        rows = result if isinstance(result, list) else []
+        return all(r.get("ok", r.get("bit_exact", True)) for r in rows)
+
+
+def steps(work: Path) -> list[Step]:
+    """The steps in order; ``run`` gets the results of the steps before it by name."""
+
+    def fatbins(done: dict[str, Any]) -> Any:
+        usage = build_fatbins(work)
+        return {k: [asdict(r) for r in v] for k, v in usage.items()}
+
+    def kernels(done: dict[str, Any]) -> Any:
+        from kernels.cuda import CudaKernels
+
+        if "_kernels" not in done:
+            done["_kernels"] = CudaKernels(work)
+        return done["_kernels"]
+
+    cases = f"{len(TOPK_CASES)} cases (ties, K=1, K=n, n=65536, fp16)"
+    return [
+        Step(
+            "fatbins",
+            "build the kernels with nvcc, check spills/local memory",
+            ("nvcc",),
+            (),
+            fatbins,
+        ),
+        Step(
+            "plugin",
+            "build the TopKMemory plugin against the TensorRT headers",
+            ("nvcc", "tensorrt_headers"),
+            (),
+            lambda done: str(build_plugin(work)),
+        ),
+        Step(
+            "topk_memory",
+            f"top-K memory kernel vs numpy on {cases}, timed",
+            ("pycuda", "gpu"),
+            ("fatbins",),
+            lambda done: check_topk(kernels(done)),
+        ),
+        Step(
+            "sparse_delta",
+            f"sparse delta apply/restore on {len(DELTA_CASES)} cases, bit-exact",
+            ("pycuda", "gpu"),
+            ("fatbins",),
+            lambda done: check_delta(kernels(done)),
+        ),
+        Step(
+            "device_deltas",
+            "TensorRT runner's device-resident delta switch vs numpy core",
+            ("pycuda", "gpu"),
+            ("fatbins",),
+            lambda done: check_device_deltas(kernels(done)),
+        ),
+        Step(
+            "plugin_engines",
+            "TensorRT engines (fp32, fp16) of a TopKMemory node vs numpy/ORT",
+            ("pycuda", "gpu", "tensorrt"),
+            ("fatbins", "plugin"),
+            lambda done: check_plugin(kernels(done), Path(done["plugin"]), work),
+        ),
+    ]
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def walk(facts: dict[str, Any], work: Path, dry_run: bool) -> list[dict[str, Any]]:
+    """Run (or, dry, only plan) every step; each row says what happened and why."""
+    rows: list[dict[str, Any]] = []
+    done: dict[str, Any] = {}
+    status: dict[str, str] = {}
+    for step in steps(work):
+        row: dict[str, Any] = {"step": step.name, "description": step.description}
+        missing = missing_pieces(facts, step.needs)
+        blocked = [a for a in step.after if status.get(a) not in ("passed", "would run")]
+        if missing:
+            row.update(status="skipped", reason=f"missing {', '.join(missing)}")
+        elif blocked:
+            row.update(status="skipped", reason=f"needs step {', '.join(blocked)}")
+        elif dry_run:
+            row.update(status="would run")
+        else:
+            try:
+                done[step.name] = result = step.run(done)
+                row.update(status="passed" if step.passed(result) else "failed", result=result)
+            except Exception as error:  # record it, keep going: the report is never lost
+                row.update(status="failed", reason=_one_line(error))
+        status[step.name] = row["status"]
+        rows.append(row)
+    return rows
+
+
+def _line(row: dict[str, Any]) -> str:
+    reason = f": {row['reason']}" if row.get("reason") else ""
+    return f"  [{row['status']:>9}] {row['step']:<15} {row['description']}{reason}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -293,41 +487,29 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("validate_build"),
         help="folder for fatbins, plugin and ONNX files",
     )
-    parser.add_argument("--dry-run", action="store_true", help="print the plan; build nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what each step would do here; run nothing"
+    )
     args = parser.parse_args(argv)
     facts = environment()
-    missing = missing_pieces(facts)
+    rows = walk(facts, args.work, args.dry_run)
+    ran = [r for r in rows if r["status"] in ("passed", "failed")]
+    ok = all(r["status"] == "passed" for r in ran) and bool(ran)
+    report = {"environment": facts, "dry_run": args.dry_run, "steps": rows, "ok": ok}
+    write_text(args.out, json.dumps(report, indent=1, default=str))
+    print(("dry run — " if args.dry_run else "") + f"{len(rows)} steps on this machine:")
+    print("\n".join(_line(r) for r in rows))
     if args.dry_run:
-        print("plan:\n" + "\n".join(f"  {i + 1}. {step}" for i, step in enumerate(PLAN)))
-        print("this machine:", json.dumps(facts))
-        print("missing:", ", ".join(missing) or "nothing — ready to run")
+        print(f"report: {args.out}")
         return 0
-    if missing:
+    if not ran:
+        missing = ", ".join(missing_pieces(facts)) or "nothing"
         print(
-            f"error: cannot validate on this machine, missing {', '.join(missing)}; run on a "
-            "Jetson with JetPack (CUDA, TensorRT) and `pip install pycuda`, or use --dry-run",
+            f"error: cannot validate on this machine, missing {missing}; run on a Jetson with "
+            f"JetPack (CUDA, TensorRT) and `pip install 'semedge[jetson]'` (report: {args.out})",
             file=sys.stderr,
         )
         return 2
-    from kernels.cuda import CudaKernels
-
-    usage = build_fatbins(args.work)
-    library = build_plugin(args.work)
-    kernels = CudaKernels(args.work)
-    report: dict[str, Any] = {
-        "environment": facts,
-        "resources": {k: [asdict(r) for r in v] for k, v in usage.items()},
-        "topk_memory": check_topk(kernels),
-        "sparse_delta": check_delta(kernels),
-        "plugin": check_plugin(kernels, library, args.work),
-    }
-    ok = (
-        all(r["ok"] for r in report["topk_memory"])
-        and all(r["bit_exact"] for r in report["sparse_delta"])
-        and all(r["ok"] for r in report["plugin"])
-    )
-    report["ok"] = ok
-    write_text(args.out, json.dumps(report, indent=1))
     print(f"{'PASS' if ok else 'FAIL'}: report in {args.out}")
     return 0 if ok else 1
 

@@ -21,6 +21,11 @@
 #include <thread>
 #include <vector>
 
+// The CUDA runtime's stream handle type (same name and mangling as cuda_runtime_api.h's);
+// the emulation runs every launch synchronously and ignores streams.
+struct CUstream_st;
+using cudaStream_t = CUstream_st*;
+
 struct dim3 {
     unsigned x, y, z;
     dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}

@@ -4,6 +4,7 @@
 
 #include "../sparse_delta/sparse_delta.cu"
 #include "../topk_memory/topk_memory.cu"
+#include "traffic.h"
 
 #define EMULATED(name, params, args)                                                    \
     extern "C" void emulate_##name(unsigned grid, unsigned block, params) {          \
@@ -19,14 +20,15 @@ EMULATED(sparse_delta_restore_f32, P(float* w, const long long* i, const float* 
          P(w, i, s, c))
 EMULATED(sparse_delta_restore_f16, P(__half* w, const long long* i, const __half* s, long long c),
          P(w, i, s, c))
-EMULATED(topk_memory_f32,
-         P(const float* q, const float* k, const float* v, float* o, float* ws, int* wi, float* ww,
-           int L, int n, int d, int topk),
-         P(q, k, v, o, ws, wi, ww, L, n, d, topk))
-EMULATED(topk_memory_f16,
-         P(const __half* q, const __half* k, const __half* v, __half* o, float* ws, int* wi,
-           float* ww, int L, int n, int d, int topk),
-         P(q, k, v, o, ws, wi, ww, L, n, d, topk))
+#define TOPK_PARAMS(T)                                                                    \
+    P(const T* q, const T* k, const T* v, T* o, float* ws, int* wi, float* ww, int L, int n, \
+      int d, int topk)
+#define TOPK_ARGS P(q, k, v, o, ws, wi, ww, L, n, d, topk)
+EMULATED(topk_scores_f32, TOPK_PARAMS(float), TOPK_ARGS)
+EMULATED(topk_scores_f16, TOPK_PARAMS(__half), TOPK_ARGS)
+EMULATED(topk_select_f32, TOPK_PARAMS(float), TOPK_ARGS)
+EMULATED(topk_select_f16, TOPK_PARAMS(__half), TOPK_ARGS)
 
 extern "C" int emulated_topk_block() { return TOPK_BLOCK; }
 extern "C" int emulated_topk_shared_k() { return TOPK_SHARED_K; }
+extern "C" int emulated_topk_max_l() { return TOPK_MAX_L; }

@@ -1,8 +1,9 @@
 // TopKMemory TensorRT plugin (IPluginV3). See topkMemoryPlugin.h and README.md.
 #include "topkMemoryPlugin.h"
 
-#include <cstdio>
+#include <atomic>
 #include <cstring>
+#include <string>
 
 using namespace nvinfer1;
 
@@ -11,7 +12,50 @@ namespace {
 
 constexpr int32_t kInputs = 3;  // q, k, v
 
-void report(char const* message) { std::fprintf(stderr, "[TopKMemory] %s\n", message); }
+std::atomic<ILoggerFinder*> gLoggerFinder{nullptr};
+
+// An error through TensorRT's logger (silent until TensorRT called setLoggerFinder).
+void report(std::string const& message) noexcept {
+    try {
+        ILoggerFinder* finder = gLoggerFinder.load();
+        ILogger* logger = finder != nullptr ? finder->findLogger() : nullptr;
+        if (logger != nullptr)
+            logger->log(ILogger::Severity::kERROR, ("[TopKMemory] " + message).c_str());
+    } catch (...) {
+    }
+}
+
+// q[B,L,d], k[B,n,d], v[B,n,d] agree (dimensions < 0 are not known yet and pass) and the
+// kernels take them: 1 <= topk <= n, L <= the kernels' limit. Reports and returns false if not.
+bool shapesFit(Dims const& q, Dims const& k, Dims const& v, int32_t topk) noexcept {
+    if (q.nbDims != 3 || k.nbDims != 3 || v.nbDims != 3) {
+        report("q, k and v must be 3-D: q[B,L,d], k[B,n,d], v[B,n,d]");
+        return false;
+    }
+    auto const agree = [](int64_t a, int64_t b) { return a < 0 || b < 0 || a == b; };
+    if (!agree(k.d[0], q.d[0]) || !agree(v.d[0], q.d[0])) {
+        report("k and v must have q's batch size B");
+        return false;
+    }
+    if (!agree(k.d[2], q.d[2]) || !agree(v.d[2], q.d[2])) {
+        report("k and v must have q's feature size d");
+        return false;
+    }
+    if (!agree(v.d[1], k.d[1])) {
+        report("v must have as many memory rows n as k");
+        return false;
+    }
+    if (q.d[1] > topKMemoryMaxRows()) {
+        report("q has more query rows L than the kernels take (" +
+               std::to_string(topKMemoryMaxRows()) + "); split the queries");
+        return false;
+    }
+    if (topk < 1 || (k.d[1] >= 0 && topk > k.d[1])) {
+        report("topk must be in [1, n], n = k's second dimension");
+        return false;
+    }
+    return true;
+}
 
 }  // namespace
 
@@ -32,7 +76,7 @@ IPluginCapability* TopKMemoryPlugin::getCapabilityInterface(PluginCapabilityType
 
 IPluginV3* TopKMemoryPlugin::clone() noexcept {
     try {
-        return new TopKMemoryPlugin(mTopK);
+        return new TopKMemoryPlugin(*this);
     } catch (...) {
         return nullptr;
     }
@@ -45,13 +89,8 @@ char const* TopKMemoryPlugin::getPluginNamespace() const noexcept { return kTopK
 int32_t TopKMemoryPlugin::configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
                                           DynamicPluginTensorDesc const*, int32_t nbOutputs) noexcept {
     if (nbInputs != kInputs || nbOutputs != 1) return 1;
-    // Static n (k's second dimension) must hold topk; a dynamic n is checked in enqueue.
-    int64_t const n = in[1].desc.dims.d[1];
-    if (n >= 0 && mTopK > n) {
-        report("topk is larger than the number of memory rows n");
-        return 1;
-    }
-    return 0;
+    // Dimensions known at build time are checked here; dynamic ones in onShapeChange.
+    return shapesFit(in[0].desc.dims, in[1].desc.dims, in[2].desc.dims, mTopK) ? 0 : 1;
 }
 
 int32_t TopKMemoryPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs,
@@ -89,11 +128,7 @@ size_t TopKMemoryPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs,
 int32_t TopKMemoryPlugin::onShapeChange(PluginTensorDesc const* in, int32_t nbInputs,
                                         PluginTensorDesc const*, int32_t nbOutputs) noexcept {
     if (nbInputs != kInputs || nbOutputs != 1) return 1;
-    if (mTopK < 1 || mTopK > in[1].dims.d[1]) {
-        report("topk must be in [1, n] for the current input shape");
-        return 1;
-    }
-    return 0;
+    return shapesFit(in[0].dims, in[1].dims, in[2].dims, mTopK) ? 0 : 1;
 }
 
 int32_t TopKMemoryPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const*,
@@ -101,11 +136,11 @@ int32_t TopKMemoryPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTenso
                                   void* workspace, cudaStream_t stream) noexcept {
     Dims const& q = inputDesc[0].dims;
     Dims const& k = inputDesc[1].dims;
+    if (!shapesFit(q, k, inputDesc[2].dims, mTopK)) return 1;
     auto const batch = static_cast<int32_t>(q.d[0]);
     auto const L = static_cast<int32_t>(q.d[1]);
     auto const d = static_cast<int32_t>(q.d[2]);
     auto const n = static_cast<int32_t>(k.d[1]);
-    if (mTopK < 1 || mTopK > n) return 1;
     bool const half = inputDesc[0].type == DataType::kHALF;
     return launchTopKMemory(half, inputs[0], inputs[1], inputs[2], outputs[0], workspace, batch,
                             L, n, d, mTopK, stream);
@@ -114,6 +149,8 @@ int32_t TopKMemoryPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTenso
 IPluginV3* TopKMemoryPlugin::attachToContext(IPluginResourceContext*) noexcept { return clone(); }
 
 PluginFieldCollection const* TopKMemoryPlugin::getFieldsToSerialize() noexcept {
+    mSerialized.front().data = &mTopK;  // this object's field, whoever it was copied from
+    mSerializedCollection.fields = mSerialized.data();
     return &mSerializedCollection;
 }
 
@@ -158,9 +195,14 @@ IPluginV3* TopKMemoryPluginCreator::createPlugin(char const*, PluginFieldCollect
 
 }  // namespace semedge
 
-extern "C" void setLoggerFinder(nvinfer1::ILoggerFinder*) {}
+// The library's only exports (built with hidden visibility + libsemedge_plugins.map).
+#define SEMEDGE_EXPORT extern "C" __attribute__((visibility("default")))
 
-extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
+SEMEDGE_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
+    semedge::gLoggerFinder.store(finder);
+}
+
+SEMEDGE_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
     static semedge::TopKMemoryPluginCreator creator;
     static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator};
     nbCreators = 1;

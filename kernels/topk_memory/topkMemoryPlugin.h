@@ -2,9 +2,11 @@
 // kernels/topk_memory/topk_memory.cu. Inputs q[B,L,d], k[B,n,d], v[B,n,d] (all fp32 or all
 // fp16, linear); output out[B,L,d] of the same type; attribute topk (int, 1 <= topk <= n).
 //
-// Written against the documented TensorRT 10 headers (NvInferRuntime.h) but NOT compiled on
-// the machine it was written on (no TensorRT there): build it with
-// `python -m kernels.build --plugin` on a Jetson (tools/validate_on_device.py does).
+// Built against TensorRT 10.3.0 and 10.13.3 headers with -Wall -Wextra -Werror and driven by a
+// harness the way TensorRT does in the test suite (tests/kernels/test_plugin.py); on a Jetson
+// `python -m kernels.build --plugin` builds it (tools/validate_on_device.py does). The
+// library exports getCreators and setLoggerFinder only (libsemedge_plugins.map); messages go
+// to the logger TensorRT hands to setLoggerFinder.
 #pragma once
 
 #include <NvInferRuntime.h>
@@ -24,6 +26,7 @@ int32_t launchTopKMemory(bool half, void const* q, void const* k, void const* v,
                          void* workspace, int32_t batch, int32_t L, int32_t n, int32_t d,
                          int32_t topk, cudaStream_t stream);
 size_t topKMemoryWorkspaceBytes(int64_t rows, int64_t n, int64_t topk);
+int32_t topKMemoryMaxRows();  // largest L the kernels take
 
 class TopKMemoryPlugin : public nvinfer1::IPluginV3,
                          public nvinfer1::IPluginV3OneCore,
@@ -31,6 +34,9 @@ class TopKMemoryPlugin : public nvinfer1::IPluginV3,
                          public nvinfer1::IPluginV3OneRuntime {
   public:
     explicit TopKMemoryPlugin(int32_t topk);
+    // A copy serialises its own topk (the field collection points into the object).
+    TopKMemoryPlugin(TopKMemoryPlugin const& other) : TopKMemoryPlugin(other.mTopK) {}
+    TopKMemoryPlugin& operator=(TopKMemoryPlugin const&) = delete;
     ~TopKMemoryPlugin() override = default;
 
     // IPluginV3
@@ -80,6 +86,8 @@ class TopKMemoryPlugin : public nvinfer1::IPluginV3,
 class TopKMemoryPluginCreator : public nvinfer1::IPluginCreatorV3One {
   public:
     TopKMemoryPluginCreator();
+    TopKMemoryPluginCreator(TopKMemoryPluginCreator const&) = delete;
+    TopKMemoryPluginCreator& operator=(TopKMemoryPluginCreator const&) = delete;
     ~TopKMemoryPluginCreator() override = default;
 
     char const* getPluginName() const noexcept override;

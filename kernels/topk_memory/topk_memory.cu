@@ -1,18 +1,28 @@
-// Top-K memory attention forward, one thread block per query row:
+// Top-K memory attention forward:
 //   out[b,l,:] = sum_{j in top-K(s)} softmax(s_kept)_j * v[b,j,:],  s_j = q[b,l,:].k[b,j,:] / sqrt(d)
 // Ties in s keep the lower index. fp32 or fp16 storage, fp32 arithmetic (fmaf dot products).
 //
-// Phases (each separated by __syncthreads):
-//   1. scores: thread t computes s_j for j = t, t+BLOCK, ... into the global workspace row;
-//   2. radix select: four 8-bit passes with a shared histogram (atomicAdd) find the exact
-//      order key of the K-th largest score and how many of the scores equal to it to keep;
-//   3. ordered compaction: chunks of BLOCK keys, a block scan places every kept index at its
-//      position, so equal scores are taken lowest index first;
-//   4. softmax over the kept scores (block max / sum reductions);
-//   5. weighted sum: thread t owns output features c = t, t+BLOCK, ...
+// Two kernels with the same arguments, launched one after the other (topkMemoryLaunch.cu):
+//
+// topk_scores_*: one block per TOPK_BLOCK keys of one batch element, thread per key. Each
+//   block stages q in chunks of TOPK_CHUNK_D features in shared memory; each thread reads its
+//   key once and keeps the dot products with all L <= TOPK_MAX_L query rows in registers, so
+//   k is read from global memory exactly once for every query row. Scores go to the
+//   workspace rows [b*L + l, j] (coalesced).
+// topk_select_*: one block per query row, on its score row:
+//   1. exact radix select of the topk-th largest order key (digits of 11, 11, 10 bits, shared
+//      histogram with atomicAdd). After the first digit, if at most TOPK_CANDIDATES scores
+//      share the threshold's digit, one ordered pass keeps every score above that digit and
+//      copies the candidates (key + index) to shared memory; the remaining digits and the
+//      final pass run there. So a row is read twice (histogram, split), not once per digit;
+//   2. ordered compaction (block scan per chunk of TOPK_BLOCK entries), so equal scores are
+//      kept lowest index first;
+//   3. softmax over the kept scores (block max / sum reductions);
+//   4. weighted sum of the kept rows of v: thread t owns output features c = t, t+BLOCK, ...
 // Kept indices and weights sit in shared memory for topk <= TOPK_SHARED_K, in the global
-// workspace above that (the fallback: identical code, slower memory). NaN scores are not
-// supported (they order above +inf here, unlike the reference).
+// workspace above that (the fallback: identical code, slower memory).
+// NaN: order keys put a NaN with the sign bit clear above +inf and one with the sign bit set
+// below -inf (the numpy reference puts every NaN last); a kept NaN makes the row's output NaN.
 #include "../common.cuh"
 #include "topk_memory.cuh"
 
@@ -57,86 +67,159 @@ __device__ unsigned block_scan(unsigned x, unsigned* scratch, unsigned* total) {
     return prefix;
 }
 
+// The histogram bin, counting from the top, that holds the need-th largest entry, and how many
+// of its entries are still needed (written to *bin, *left). Thread t sums `per` bins below
+// bin (bins - 1 - t*per); a block scan finds the one thread whose bins cross `need`, and only
+// that thread walks its own bins — so no thread walks all of them.
+__device__ void find_bin(const unsigned* hist, unsigned bins, unsigned need, unsigned* scratch,
+                         unsigned* bin, unsigned* left) {
+    const unsigned per = (bins + TOPK_BLOCK - 1) / TOPK_BLOCK;
+    const int high = (int)bins - 1 - (int)(threadIdx.x * per);
+    unsigned mine = 0u;
+    for (int i = high; i > high - (int)per && i >= 0; --i) mine += hist[i];
+    unsigned total;
+    const unsigned through = block_scan(mine, scratch, &total);  // bins from the top to mine
+    if (through - mine < need && need <= through) {
+        unsigned still = need - (through - mine);
+        int at = high;
+        while (hist[at] < still) still -= hist[at--];
+        *bin = (unsigned)at;
+        *left = still;
+    }
+    __syncthreads();
+}
+
 template <typename T>
-__device__ void topk_memory_body(const T* __restrict__ q, const T* __restrict__ k,
-                                 const T* __restrict__ v, T* __restrict__ out,
-                                 float* __restrict__ ws_score, int* __restrict__ ws_index,
+__device__ void topk_scores_body(const T* __restrict__ q, const T* __restrict__ k,
+                                 float* __restrict__ ws_score, int L, int n, int d) {
+    __shared__ float s_q[TOPK_MAX_L * TOPK_CHUNK_D];
+    const int tiles = (n + TOPK_BLOCK - 1) / TOPK_BLOCK;
+    const long long batch = blockIdx.x / tiles;
+    const int j = (int)(blockIdx.x % tiles) * TOPK_BLOCK + (int)threadIdx.x;
+    const T* qb = q + batch * L * d;
+    const T* kj = k + (batch * n + j) * d;
+
+    float acc[TOPK_MAX_L];
+#pragma unroll
+    for (int l = 0; l < TOPK_MAX_L; ++l) acc[l] = 0.0f;
+    for (int c0 = 0; c0 < d; c0 += TOPK_CHUNK_D) {
+        const int width = d - c0 < TOPK_CHUNK_D ? d - c0 : TOPK_CHUNK_D;
+        __syncthreads();  // the previous chunk is no longer read
+        for (int i = threadIdx.x; i < L * width; i += TOPK_BLOCK)
+            s_q[i] = to_f32(qb[(long long)(i / width) * d + c0 + i % width]);
+        __syncthreads();
+        if (j < n)
+            for (int c = 0; c < width; ++c) {
+                const float kc = to_f32(kj[c0 + c]);
+#pragma unroll
+                for (int l = 0; l < TOPK_MAX_L; ++l)
+                    if (l < L) acc[l] = fmaf(s_q[l * width + c], kc, acc[l]);
+            }
+    }
+    if (j >= n) return;
+    const float scale = 1.0f / sqrtf((float)d);
+#pragma unroll
+    for (int l = 0; l < TOPK_MAX_L; ++l)
+        if (l < L) ws_score[(batch * L + l) * n + j] = acc[l] * scale;
+}
+
+// What a selection pass reads: the score row in global memory, or the candidates in shared
+// memory (their order keys and indices, in index order).
+struct Entries {
+    const float* score;
+    const unsigned* cand_key;  // nullptr: read the score row
+    const int* cand_index;
+    __device__ unsigned key(int i) const { return cand_key ? cand_key[i] : order_key(score[i]); }
+    __device__ int index(int i) const { return cand_key ? cand_index[i] : i; }
+};
+
+// One ordered pass over `count` entries. Entries whose masked key is above `prefix` are
+// appended to `kept` after `taken`. Entries equal to it go to the candidate arrays when they
+// are given, else to `kept` while fewer than `ties` of them were taken (lowest index first).
+// Returns the new number of kept entries (the same in every thread).
+__device__ unsigned ordered_pass(Entries from, int count, unsigned mask, unsigned prefix,
+                                 unsigned ties, int* kept, unsigned taken, unsigned* cand_key,
+                                 int* cand_index, unsigned* scratch) {
+    const bool split = cand_key != nullptr;  // equal entries become candidates
+    unsigned equal_seen = 0u;
+    for (int start = 0; start < count; start += TOPK_BLOCK) {
+        const int i = start + (int)threadIdx.x;
+        const unsigned key = i < count ? from.key(i) : 0u;
+        const unsigned greater = (i < count && (key & mask) > prefix) ? 1u : 0u;
+        const unsigned equal = (i < count && (key & mask) == prefix) ? 1u : 0u;
+        unsigned total;  // block totals: greater in the low 16 bits, equal in the high 16
+        const unsigned before = block_scan(greater | (equal << 16), scratch, &total) -
+                                (greater | (equal << 16));
+        const unsigned greater_before = before & 0xFFFFu, equal_before = before >> 16;
+        const unsigned ties_left = split ? 0u : (ties > equal_seen ? ties - equal_seen : 0u);
+        const unsigned kept_equal_before = umin_(equal_before, ties_left);
+        if (greater) kept[taken + greater_before + kept_equal_before] = from.index(i);
+        if (equal && split) {
+            cand_key[equal_seen + equal_before] = key;
+            cand_index[equal_seen + equal_before] = from.index(i);
+        } else if (equal && equal_before < ties_left) {
+            kept[taken + greater_before + equal_before] = from.index(i);
+        }
+        taken += (total & 0xFFFFu) + umin_(total >> 16, ties_left);
+        equal_seen += total >> 16;
+    }
+    __syncthreads();
+    return taken;
+}
+
+template <typename T>
+__device__ void topk_select_body(const T* __restrict__ v, T* __restrict__ out,
+                                 const float* __restrict__ ws_score, int* __restrict__ ws_index,
                                  float* __restrict__ ws_weight, int L, int n, int d, int topk) {
     __shared__ unsigned s_hist[TOPK_BINS];
     __shared__ unsigned s_scan[TOPK_BLOCK];
     __shared__ float s_reduce[TOPK_BLOCK];
     __shared__ int s_index[TOPK_SHARED_K];
     __shared__ float s_weight[TOPK_SHARED_K];
-    __shared__ unsigned s_prefix, s_need;
+    __shared__ unsigned s_cand_key[TOPK_CANDIDATES];
+    __shared__ int s_cand_index[TOPK_CANDIDATES];
+    __shared__ unsigned s_bin, s_need;
 
     const unsigned t = threadIdx.x;
     const long long row = blockIdx.x;
-    const long long batch = row / L;
-    const T* qr = q + row * d;
-    const T* kb = k + batch * n * d;
-    const T* vb = v + batch * n * d;
-    float* score = ws_score + row * n;
-
-    // 1. scores
-    const float scale = 1.0f / sqrtf((float)d);
-    for (int j = t; j < n; j += TOPK_BLOCK) {
-        const T* kj = kb + (long long)j * d;
-        float dot = 0.0f;
-        for (int c = 0; c < d; ++c) dot = fmaf(to_f32(qr[c]), to_f32(kj[c]), dot);
-        score[j] = dot * scale;
-    }
-    if (t == 0) {
-        s_prefix = 0u;
-        s_need = (unsigned)topk;
-    }
-    __syncthreads();
-
-    // 2. radix select of the topk-th largest order key, most significant digit first
-    unsigned mask = 0u;
-    for (int shift = 24; shift >= 0; shift -= 8) {
-        for (unsigned i = t; i < TOPK_BINS; i += TOPK_BLOCK) s_hist[i] = 0u;
-        __syncthreads();
-        const unsigned prefix = s_prefix;
-        for (int j = t; j < n; j += TOPK_BLOCK) {
-            const unsigned key = order_key(score[j]);
-            if ((key & mask) == prefix) atomicAdd(&s_hist[(key >> shift) & 0xFFu], 1u);
-        }
-        __syncthreads();
-        if (t == 0) {
-            unsigned need = s_need, bin = TOPK_BINS - 1;
-            while (s_hist[bin] < need) need -= s_hist[bin--];
-            s_prefix = prefix | (bin << shift);
-            s_need = need;
-        }
-        mask |= 0xFFu << shift;
-        __syncthreads();
-    }
-    const unsigned threshold = s_prefix;  // order key of the topk-th largest score
-    const unsigned ties = s_need;         // how many scores equal to it are kept
-
-    // 3. ordered compaction: greater keys all kept, equal keys lowest index first
+    const T* vb = v + row / L * n * d;
+    const float* score = ws_score + row * n;
     const bool in_shared = topk <= TOPK_SHARED_K;
     int* kept = in_shared ? s_index : ws_index + row * topk;
     float* weight = in_shared ? s_weight : ws_weight + row * topk;
-    unsigned taken = 0u, equal_seen = 0u;  // identical in every thread
-    for (int start = 0; start < n; start += TOPK_BLOCK) {
-        const int j = start + (int)t;
-        const unsigned key = j < n ? order_key(score[j]) : 0u;
-        const unsigned greater = (j < n && key > threshold) ? 1u : 0u;
-        const unsigned equal = (j < n && key == threshold) ? 1u : 0u;
-        const unsigned packed = greater | (equal << 16);
-        unsigned total;
-        const unsigned before = block_scan(packed, s_scan, &total) - packed;
-        const unsigned ties_left = ties > equal_seen ? ties - equal_seen : 0u;
-        if (greater || (equal && (before >> 16) < ties_left))
-            kept[taken + (before & 0xFFFFu) + umin_(before >> 16, ties_left)] = j;
-        taken += (total & 0xFFFFu) + umin_(total >> 16, ties_left);
-        equal_seen += total >> 16;
-    }
-    __syncthreads();
 
-    // 4. softmax over the kept scores
-    float high = -INFINITY;
+    // 1. radix select of the topk-th largest order key, most significant digit first
+    Entries from = {score, nullptr, nullptr};
+    int count = n;
+    unsigned prefix = 0u, mask = 0u, need = (unsigned)topk, taken = 0u;
+    for (int level = 0; level < 3; ++level) {
+        const unsigned shift = level == 0 ? 21u : (level == 1 ? 10u : 0u);
+        const unsigned bins = level == 2 ? TOPK_BINS / 2 : TOPK_BINS;
+        for (unsigned i = t; i < bins; i += TOPK_BLOCK) s_hist[i] = 0u;
+        __syncthreads();
+        for (int i = t; i < count; i += TOPK_BLOCK) {
+            const unsigned key = from.key(i);
+            if ((key & mask) == prefix) atomicAdd(&s_hist[(key >> shift) & (bins - 1)], 1u);
+        }
+        __syncthreads();
+        find_bin(s_hist, bins, need, s_scan, &s_bin, &s_need);
+        prefix |= s_bin << shift;
+        need = s_need;
+        mask |= (bins - 1) << shift;
+        const unsigned in_bin = s_hist[s_bin];
+        __syncthreads();  // everyone has read the histogram before the next level clears it
+        if (from.cand_key == nullptr && level < 2 && in_bin <= TOPK_CANDIDATES) {
+            taken = ordered_pass(from, count, mask, prefix, 0u, kept, 0u, s_cand_key,
+                                 s_cand_index, s_scan);
+            from = Entries{score, s_cand_key, s_cand_index};
+            count = (int)in_bin;
+        }
+    }
+    // 2. greater keys all kept, keys equal to the threshold lowest index first
+    ordered_pass(from, count, ~0u, prefix, need, kept, taken, nullptr, nullptr, s_scan);
+
+    // 3. softmax over the kept scores
+    float high = -__int_as_float(0x7f800000);
     for (int i = t; i < topk; i += TOPK_BLOCK) high = fmaxf(high, score[kept[i]]);
     high = block_reduce<true>(high, s_reduce);
     float sum = 0.0f;
@@ -147,7 +230,7 @@ __device__ void topk_memory_body(const T* __restrict__ q, const T* __restrict__ 
     }
     const float inv_sum = 1.0f / block_reduce<false>(sum, s_reduce);
 
-    // 5. weighted sum of the kept value rows
+    // 4. weighted sum of the kept value rows
     T* o = out + row * d;
     for (int c = t; c < d; c += TOPK_BLOCK) {
         float acc = 0.0f;
@@ -160,14 +243,19 @@ __device__ void topk_memory_body(const T* __restrict__ q, const T* __restrict__ 
         for (int i = t; i < topk; i += TOPK_BLOCK) ws_index[row * topk + i] = kept[i];
 }
 
-extern "C" __global__ void topk_memory_f32(const float* q, const float* k, const float* v,
-                                           float* out, float* ws_score, int* ws_index,
-                                           float* ws_weight, int L, int n, int d, int topk) {
-    topk_memory_body<float>(q, k, v, out, ws_score, ws_index, ws_weight, L, n, d, topk);
-}
-
-extern "C" __global__ void topk_memory_f16(const __half* q, const __half* k, const __half* v,
-                                           __half* out, float* ws_score, int* ws_index,
-                                           float* ws_weight, int L, int n, int d, int topk) {
-    topk_memory_body<__half>(q, k, v, out, ws_score, ws_index, ws_weight, L, n, d, topk);
-}
+// Both kernels take the arguments of the whole op, so launchers pass one list to each.
+#define TOPK_KERNELS(suffix, T)                                                                \
+    extern "C" __global__ void topk_scores_##suffix(const T* q, const T* k, const T*, T*,      \
+                                                    float* ws_score, int*, float*, int L,     \
+                                                    int n, int d, int) {                      \
+        topk_scores_body<T>(q, k, ws_score, L, n, d);                                         \
+    }                                                                                         \
+    extern "C" __global__ void topk_select_##suffix(const T*, const T*, const T* v, T* out,    \
+                                                    float* ws_score, int* ws_index,           \
+                                                    float* ws_weight, int L, int n, int d,    \
+                                                    int topk) {                               \
+        topk_select_body<T>(v, out, ws_score, ws_index, ws_weight, L, n, d, topk);            \
+    }
+TOPK_KERNELS(f32, float)
+TOPK_KERNELS(f16, __half)
+#undef TOPK_KERNELS

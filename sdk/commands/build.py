@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plugin", action="append", default=[], help="TensorRT plugin .so to load")
     p.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
     p.add_argument("--max-batch", type=int, default=32, help="TensorRT profile max batch")
+    p.add_argument(
+        "--dla-core",
+        type=int,
+        metavar="N",
+        help="TensorRT on Orin: run on DLA core N with GPU fallback (fp16/int8; default: GPU)",
+    )
     p.add_argument("--tar", action="store_true", help="also pack the artifact as OUT.tar")
     p.set_defaults(func=run)
 
@@ -60,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         plugins=args.plugin,
         timing_cache=args.timing_cache,
         max_batch=args.max_batch,
+        dla_core=args.dla_core,
     )
     manifest = artifact.verify_artifact(out)
     print(f"wrote {out}: {artifact.describe(manifest)}")

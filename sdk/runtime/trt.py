@@ -3,32 +3,47 @@
 Buffers are allocated once at the plan's maximum batch (device memory from pycuda,
 page-locked host staging buffers) and every call copies in, runs and copies out on
 one CUDA stream. Plugin libraries listed in the manifest are loaded into TensorRT's
-plugin registry before the plan is deserialized.
+plugin registry (a library TensorRT refuses is a one-line error) before the plan is
+deserialized; a plan built for a DLA core runs on that core or is refused in one line.
 
 Deltas (mode ``refit``): the plan was built with ``REFIT_INDIVIDUAL`` and its delta
 targets marked refittable; their base values ship in the artifact as
-``weights.safetensors``. A switch patches those host arrays through
-:class:`~sdk.delta.DeltaCore` and hands the changed tensors to ``trt.Refitter``.
+``weights.safetensors``. At activation they are uploaded once into device memory
+(one flat buffer per dtype) and the host copy is dropped. :class:`DeviceDeltaCore` is
+the same :class:`~sdk.delta.DeltaCore` (same validation, same verbs) with its two
+segment writes done by the custom sparse-delta CUDA kernel: activating scatters
+base + value into the device buffer and saves the base values on the device;
+deactivating scatters the saved values back (bit-exact, no host round trip). The
+refitter then gets the device pointers of only the tensors the switch wrote
+(``set_named_weights(..., TensorLocation.DEVICE)``, ``refit_cuda_engine_async`` on the
+runner's stream); a refused refit names the weights TensorRT still misses.
 
 ``tensorrt`` and ``pycuda`` are imported lazily; a missing one is a one-line
-``MissingDependencyError``. (No machine this project is developed on has a GPU: this
-runner follows the documented TensorRT 10 API and is exercised by
-``tools/validate_on_device.py`` on a Jetson.)
+``MissingDependencyError``. (No machine this project is developed on has a GPU: the
+device core runs in the tests on host memory through the kernels' CPU emulation, and
+every TensorRT/pycuda name used here is checked against both TensorRT releases'
+binding sources; ``tools/validate_on_device.py`` runs the rest on a Jetson.)
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from sdk.artifact import REFIT_WEIGHTS
+from sdk.build import load_plugins
+from sdk.delta import DeltaCore
 from sdk.errors import missing
 from sdk.runtime.base import BaseRunner, InputError, RunnerError, TensorSpec
 
 if TYPE_CHECKING:
-    from sdk.delta import DeltaCore
+    from sdk.delta import Delta, PreparedDelta, _Segment
+
+KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
 def _trt() -> Any:
@@ -47,6 +62,164 @@ def _cuda() -> Any:
     return cuda
 
 
+def numpy_dtypes(trt: Any) -> dict[Any, Any]:
+    """TensorRT data type -> numpy dtype (the bindings' own ``nptype`` lives outside them)."""
+    return {
+        trt.DataType.FLOAT: np.float32,
+        trt.DataType.HALF: np.float16,
+        trt.DataType.INT8: np.int8,
+        trt.DataType.INT32: np.int32,
+        trt.DataType.INT64: np.int64,
+        trt.DataType.BOOL: np.bool_,
+        trt.DataType.UINT8: np.uint8,
+    }
+
+
+def check_dla(target: Mapping[str, Any], available: int) -> int | None:
+    """The DLA core a plan was built for, if this device has it; else a one-line refusal."""
+    core = target.get("dla_core")
+    if core is None:
+        return None
+    if not 0 <= int(core) < available:
+        have = f"{available} DLA core{'s' if available != 1 else ''}" if available else "no DLA"
+        raise RunnerError(
+            f"plan built for DLA core {core}; this device has {have} — rebuild without "
+            "--dla-core (GPU) or on a Jetson with that core"
+        )
+    return int(core)
+
+
+class DeviceMemory(Protocol):
+    """What :class:`DeviceDeltaCore` needs of a GPU (``kernels.cuda.CudaKernels`` is one)."""
+
+    def upload(self, array: np.ndarray) -> Any: ...
+
+    def alloc(self, nbytes: int) -> Any: ...
+
+    def launch_sparse_delta_apply(
+        self, dtype: np.dtype, w: int, idx: int, values: int, saved: int, count: int, stream: Any
+    ) -> None: ...
+
+    def launch_sparse_delta_restore(
+        self, dtype: np.dtype, w: int, idx: int, saved: int, count: int, stream: Any
+    ) -> None: ...
+
+
+class DeviceDeltaCore(DeltaCore):
+    """A :class:`DeltaCore` whose weights live in device memory, written by the CUDA kernel.
+
+    ``weights`` (name -> base values) are packed into one device buffer per dtype. The
+    core's placement needs host arrays at matching offsets: those are ``np.empty``
+    address space that is never read or written, so the OS never commits its pages.
+    Per prepared segment the indices and values are uploaded on its first activation
+    and a device buffer holds the saved base values.
+    """
+
+    def __init__(
+        self,
+        weights: Mapping[str, np.ndarray],
+        fingerprint: str,
+        device: DeviceMemory,
+        stream: Any = None,
+    ) -> None:
+        bad = {n: w.dtype for n, w in weights.items() if w.dtype not in KERNEL_DTYPES}
+        if bad:
+            name, dtype = next(iter(bad.items()))
+            raise RunnerError(
+                f"refittable weight {name} is {dtype}; device delta switching takes float32 "
+                "or float16 weights — rebuild without that tensor in --delta-targets"
+            )
+        self.device, self.stream = device, stream
+        self._device_flat: dict[int, Any] = {}
+        self._device_segments: dict[int, tuple[Any, Any, Any]] = {}
+        views: dict[str, np.ndarray] = {}
+        flats = []
+        for dtype in sorted({w.dtype for w in weights.values()}, key=str):
+            names = sorted(n for n, w in weights.items() if w.dtype == dtype)
+            packed = np.concatenate([weights[n].reshape(-1) for n in names])
+            placement = np.empty(packed.size, dtype)  # address space only, see the docstring
+            self._device_flat[id(placement)] = device.upload(packed)
+            offset = 0
+            for name in names:
+                size = weights[name].size
+                views[name] = placement[offset : offset + size].reshape(weights[name].shape)
+                offset += size
+            flats.append(placement)
+        super().__init__(views, fingerprint, flats)
+        self._flats = flats  # keep the placement arrays (and so the id keys) alive
+
+    def prepare(self, delta: Delta) -> PreparedDelta:
+        prepared = super().prepare(delta)
+        # Whole-tensor changes (SLF update packages, when the core has them) are copied by
+        # numpy block writes, which would land in the placement arrays, not on the device.
+        if getattr(prepared, "blocks", None):
+            raise RunnerError(
+                "update packages cannot be switched on a TensorRT plan's device weights yet; "
+                "apply the update with: semedge build CKPT (rebuilt plan) or use onnxrt"
+            )
+        return prepared
+
+    def device_tensor(self, name: str) -> tuple[int, int, np.dtype]:
+        """(device address, element count, dtype) of weight ``name``."""
+        flat, offset = self._place[name]
+        address = int(self._device_flat[id(flat)]) + offset * flat.itemsize
+        return address, math.prod(self.shapes[name]), flat.dtype
+
+    def _on_device(self, seg: _Segment) -> tuple[Any, Any, Any]:
+        if id(seg) not in self._device_segments:
+            self._device_segments[id(seg)] = (
+                self.device.upload(seg.index.astype(np.int64)),
+                self.device.upload(seg.values),
+                self.device.alloc(seg.values.nbytes),
+            )
+        return self._device_segments[id(seg)]
+
+    def _apply_segment(self, seg: _Segment) -> None:
+        index, values, saved = self._on_device(seg)
+        self.device.launch_sparse_delta_apply(
+            seg.flat.dtype,
+            int(self._device_flat[id(seg.flat)]),
+            int(index),
+            int(values),
+            int(saved),
+            len(seg.index),
+            self.stream,
+        )
+
+    def _restore_segment(self, seg: _Segment) -> None:
+        index, _, saved = self._on_device(seg)
+        self.device.launch_sparse_delta_restore(
+            seg.flat.dtype,
+            int(self._device_flat[id(seg.flat)]),
+            int(index),
+            int(saved),
+            len(seg.index),
+            self.stream,
+        )
+
+
+def refit_changed(trt: Any, refitter: Any, core: DeviceDeltaCore, stream_handle: int) -> list[str]:
+    """Hand TensorRT the device pointers of the tensors written since the last refit.
+
+    Returns their names (sorted). Raises :class:`RunnerError` naming the weights TensorRT
+    rejects or still misses.
+    """
+    kinds = {np.dtype(v): k for k, v in numpy_dtypes(trt).items()}
+    names = sorted(core.take_changed())
+    for name in names:
+        address, count, dtype = core.device_tensor(name)
+        weights = trt.Weights(kinds[dtype], address, count)
+        if not refitter.set_named_weights(name, weights, trt.TensorLocation.DEVICE):
+            raise RunnerError(f"TensorRT rejected refit weights {name}; rebuild the plan")
+    if names and not refitter.refit_cuda_engine_async(stream_handle):
+        absent = ", ".join(refitter.get_missing_weights()) or "none reported"
+        raise RunnerError(
+            f"TensorRT refit failed (weights it still misses: {absent}); rebuild the plan "
+            "with --delta-targets naming them"
+        )
+    return names
+
+
 class TrtRunner(BaseRunner):
     """Run ``model.plan`` from an artifact ``directory`` described by ``manifest``."""
 
@@ -59,21 +232,32 @@ class TrtRunner(BaseRunner):
         self.plan = Path(plan)
         self.manifest = manifest
         self.directory = Path(directory)
-        self._weights: dict[str, np.ndarray] = {}
-        self._core: DeltaCore | None = None
+        self._core: DeviceDeltaCore | None = None
 
     def activate_impl(self) -> None:
         trt, cuda = _trt(), _cuda()
         cuda.init()
         self._ctx = cuda.Device(0).retain_primary_context()
         self._ctx.push()
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        registry = trt.get_plugin_registry()
-        for plugin in (self.manifest.get("target") or {}).get("plugins", []):
-            registry.load_library(str(self.directory / plugin["file"]))
-        engine = trt.Runtime(self._logger).deserialize_cuda_engine(self.plan.read_bytes())
-        if engine is None:
+        try:
+            self._load(trt, cuda)
+        except BaseException:
             self._ctx.pop()
+            self._ctx.detach()
+            raise
+        self._ctx.pop()
+
+    def _load(self, trt: Any, cuda: Any) -> None:
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        target = self.manifest.get("target") or {}
+        plugins = [self.directory / p["file"] for p in target.get("plugins", [])]
+        load_plugins(trt, plugins)
+        runtime = trt.Runtime(self._logger)
+        dla = check_dla(target, runtime.num_DLA_cores)
+        if dla is not None:
+            runtime.DLA_core = dla
+        engine = runtime.deserialize_cuda_engine(self.plan.read_bytes())
+        if engine is None:
             raise RunnerError(
                 f"TensorRT could not deserialize {self.plan}; rebuild it on this device with: "
                 "semedge build CKPT --backend trt --out DIR"
@@ -84,9 +268,10 @@ class TrtRunner(BaseRunner):
         self._buffers: dict[str, tuple[Any, Any]] = {}
         inputs: list[TensorSpec] = []
         outputs: list[TensorSpec] = []
+        dtypes = numpy_dtypes(trt)
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            dtype = np.dtype(dtypes[engine.get_tensor_dtype(name)])
             shape = tuple(engine.get_tensor_shape(name))
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             if is_input:
@@ -98,12 +283,17 @@ class TrtRunner(BaseRunner):
             self._buffers[spec.name] = (host, cuda.mem_alloc(host.nbytes))
             self._context.set_tensor_address(spec.name, int(self._buffers[spec.name][1]))
         self._inputs, self._outputs = inputs, outputs
+        self._refitter = None
         if self.manifest.get("delta_targets"):
             from safetensors.numpy import load_file
 
-            self._weights = load_file(str(self.directory / REFIT_WEIGHTS))
+            from kernels.cuda import CudaKernels
+
+            weights = load_file(str(self.directory / REFIT_WEIGHTS))
+            self._core = DeviceDeltaCore(
+                weights, self.manifest["base_fingerprint"], CudaKernels(), self._stream
+            )
             self._refitter = trt.Refitter(engine, self._logger)
-        self._ctx.pop()
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cuda = _cuda()
@@ -140,35 +330,27 @@ class TrtRunner(BaseRunner):
             dev.free()
         self._buffers = {}
         self._context = self._engine = self._refitter = None
+        self._core = None  # drops the device weights and saved values
         self._ctx.pop()
         self._ctx.detach()
-        self._core = None
 
     @property
     def delta_mode(self) -> str | None:
-        return "refit" if self._weights else None
+        return "refit" if self.manifest.get("delta_targets") else None
 
     def delta_core(self) -> DeltaCore:
-        from sdk.delta import DeltaCore
-
         self._require_active()
-        if not self._weights:
-            return super().delta_core()
         if self._core is None:
-            self._core = DeltaCore(self._weights, self.manifest["base_fingerprint"])
+            return super().delta_core()
         return self._core
 
     def weights_changed(self) -> None:
-        """Refit every delta target from the (patched or restored) host arrays."""
-        if not self._weights:
+        """Refit the tensors the last switch wrote, from their device pointers."""
+        if self._core is None:
             return
-        trt = _trt()
         self._ctx.push()
         try:
-            for name, arr in self._weights.items():
-                if not self._refitter.set_named_weights(name, trt.Weights(arr)):
-                    raise RunnerError(f"TensorRT rejected refit weights {name}; rebuild the plan")
-            if not self._refitter.refit_cuda_engine():
-                raise RunnerError("TensorRT refit failed; rebuild the plan with --delta-targets")
+            refit_changed(_trt(), self._refitter, self._core, self._stream.handle)
+            self._stream.synchronize()
         finally:
             self._ctx.pop()

@@ -35,7 +35,7 @@ WRONG = {
     "data folder": "checkpoint",
 }
 # where a command takes several kinds, "wrong kind" is one it does not take
-WRONG_FOR = {"compare": "delta", "Runtime.load": "delta"}
+WRONG_FOR = {"compare": "delta", "bench": "delta", "Runtime.load": "delta"}
 DIRECTORY_KINDS = {"checkpoint", "artifact", "data folder"}
 # Update packages (SLF, *.update.safetensors) join the matrix once `semedge update` exists:
 # add "update" to WRONG (wrong kind: "delta"), a good one to the `kinds` fixture, and its
@@ -45,6 +45,7 @@ HAS_UPDATE = "sdk.commands.update" in command_modules()
 # (argument, file kind, argv); {X} is the broken file, {out} a fresh folder, {name} a good
 # input of that kind.
 NO_PORT = "{out}/no-such-port"
+BENCH = ["--batch", "1", "--warmup", "0", "--duration", "0.01", "--iterations", "1"]
 SLOTS = [
     ("eval CKPT", "checkpoint", ["eval", "{X}", "--snr", "10"]),
     ("eval --delta", "delta", ["eval", "{checkpoint}", "--snr", "10", "--delta", "{X}"]),
@@ -68,6 +69,9 @@ SLOTS = [
     ("compare ONNX", "onnx", ["compare", "{X}", "--backends", "onnxrt"]),
     ("compare ARTIFACT", "artifact", ["compare", "{X}", "--backends", "onnxrt"]),
     ("compare TAR", "artifact tar", ["compare", "{X}", "--backends", "onnxrt"]),
+    ("bench ARTIFACT", "artifact", ["bench", "{X}", *BENCH]),
+    ("bench TAR", "artifact tar", ["bench", "{X}", *BENCH]),
+    ("bench ONNX", "onnx", ["bench", "{X}", *BENCH]),
     ("delta inspect", "delta", ["delta", "inspect", "{X}"]),
     ("delta inspect --against", "checkpoint", ["delta", "inspect", "{delta}", "--against", "{X}"]),
     ("sign ARTIFACT", "artifact", ["sign", "{X}", "--key", "{key}"]),

@@ -16,6 +16,7 @@ from sdk.cli import main
           "--limit", "8", "--out", "{tmp}/d.delta.safetensors"], "expects 1x16x16 images"),
         (["eval", "{ck}", "--snr", "10", "--plot", "{tmp}/x.xyz"], "name it .png"),
         (["eval", "{ck}", "--snr", "10", "--examples", "{tmp}/x"], "name it .png"),
+        (["bench", "{art}", "--plot", "{tmp}/x.xyz"], "name it .png"),
         (["train", "--data", "digits", "--arg", "hidden=-5", "--out", "{tmp}/r"],
          "cannot build DeepJSCC"),
         (["export", "{ck}", "--opset", "99", "--out", "{tmp}/m.onnx"], "opset 99 is not supported"),
@@ -28,7 +29,7 @@ from sdk.cli import main
 def test_reported_bad_input_is_one_specific_line(argv, message, kinds, tmp_path, capsys):
     shutil.copy(kinds["delta"], tmp_path / "renamed.safetensors")
     before = sorted(p.name for p in tmp_path.iterdir())
-    argv = [a.format(ck=kinds["checkpoint"], tmp=tmp_path) for a in argv]
+    argv = [a.format(ck=kinds["checkpoint"], art=kinds["artifact"], tmp=tmp_path) for a in argv]
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sdk import Runtime, artifact
-from sdk.build import tensorrt_usable
+from sdk.build import precision_settings, tensorrt_usable
 
 pytestmark = pytest.mark.skipif(
     not tensorrt_usable(), reason="needs TensorRT and a CUDA GPU (run on the Jetson)"
@@ -25,7 +25,13 @@ def test_plan_manifest_records_the_device(plan):
     manifest = artifact.verify_artifact(plan)
     facts = artifact.local_device_facts()
     assert manifest["target"]["compute_capability"] == facts["compute_capability"]
-    assert "REFIT_INDIVIDUAL" in manifest["target"]["builder_flags"]
+    target = manifest["target"]
+    assert "REFIT_INDIVIDUAL" in target["builder_flags"]
+    assert target["tf32"] is False and target["dla_core"] is None
+    assert (
+        target["strongly_typed"]
+        == precision_settings(facts["tensorrt_version"], "fp32")["strongly_typed"]
+    )
     artifact.check_compatible(manifest, facts)
 
 
@@ -50,5 +56,6 @@ def test_trt_matches_onnxrt_and_switches_deltas(plan, onnx_artifact, checkpoint,
         trt.activate_delta(delta)
         ort.activate_delta(delta)
         np.testing.assert_allclose(trt.infer(z)["recon"], ort.infer(z)["recon"], atol=1e-3)
+        assert trt.runner.delta_core().take_changed() == set()  # refitted exactly once
         trt.deactivate_delta()
         assert np.array_equal(trt.infer(z)["recon"], base["recon"])
