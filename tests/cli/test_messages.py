@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -100,7 +101,10 @@ def test_device_messages_never_say_none(tmp_path):
         confirm = procs.cli("device", "confirm", "--port", relay.host_port)
         assert "no model is installed yet; flash an artifact first" in confirm.stderr
         art = make_artifact(tmp_path / "art")
-        assert procs.cli("flash", str(art), "--port", relay.host_port).returncode == 0
+        flashed = procs.cli("flash", str(art), "--port", relay.host_port)
+        assert flashed.returncode == 0
+        took = flashed.stdout.splitlines()[0].rsplit(" in ", 1)[1]  # "(20,480 bytes in 0.3 s)"
+        assert re.fullmatch(r"\d+\.\d s\)", took), flashed.stdout  # times rounded
         status = procs.cli("device", "status", "--port", relay.host_port)
         assert status.returncode == 0 and "previous none" in status.stdout
         for said in (confirm.stderr, status.stdout):
