@@ -289,8 +289,13 @@ class Agent:
         models = self.store.models()
         if name is None and len(models) == 1:
             return models[0]
+        if name is None:
+            raise Refusal(p.Code.NO_MODEL, "no model is installed yet; flash an artifact first"
+                          if not models else f"{len(models)} models are installed "
+                          f"({', '.join(models)}); name one with --model")  # fmt: skip
         if name not in models:
-            raise Refusal(p.Code.NO_MODEL, f"no installed model {name!r} (installed: {models})")
+            raise Refusal(p.Code.NO_MODEL, f"no installed model {name!r} (installed: "
+                          f"{', '.join(models) or 'none'})")  # fmt: skip
         return str(name)
 
     # ------------------------------------------------------------ transfer

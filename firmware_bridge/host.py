@@ -32,6 +32,33 @@ from firmware_bridge.transport import Link, open_serial
 from sdk import artifact
 
 
+def check_upload(path: str | Path) -> None:
+    """Raise the one-line reason ``path`` cannot be flashed, before any port is opened: a
+    delta must load and validate, an artifact must verify, a signature must be one."""
+    path = Path(path)
+    if signing.is_delta(path):
+        from sdk.delta import load_delta  # numpy + safetensors, no torch
+
+        load_delta(path)
+    else:
+        if path.is_file() and _is_named_otherwise_delta(path):
+            raise artifact.ArtifactError(
+                f"{path} is a delta file, but only names ending in .delta.safetensors are "
+                f"flashed as deltas; rename it to {path.stem}.delta.safetensors"
+            )
+        artifact.verify_artifact(path)
+    signing.read_signature(path)
+
+
+def _is_named_otherwise_delta(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    try:
+        return delta_header(head).get("format") == "semedge.delta"
+    except ValueError:
+        return False
+
+
 class LinkLost(p.ProtocolError):
     """No answer from the device within the link timeout."""
 
@@ -223,7 +250,8 @@ class Flasher:
     def _announcement(
         self, path: Path, model: str | None, tmp: Path
     ) -> tuple[Path, dict[str, Any]]:
-        signature = signing.read_signature(path) if path.exists() else None
+        check_upload(path)
+        signature = signing.read_signature(path)
         if signing.is_delta(path):
             blob = path
             header = delta_header(path.read_bytes())

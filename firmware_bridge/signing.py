@@ -9,19 +9,23 @@
   the received bytes must then hash to it).
 
 Keys are raw 32-byte Ed25519 keys stored as hex text: ``KEYBASE.key`` (private, mode
-0600) and ``KEYBASE.pub``.
+0600) and ``KEYBASE.pub``. Both look alike, so :func:`sign` refuses a ``.pub`` file and a
+key that does not belong to the ``.pub`` beside it, and checks every new signature before
+it replaces the old one: a wrong key never costs a good signature.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
 from pathlib import Path
 
 from sdk import artifact
 from sdk.errors import SemedgeError
+from sdk.files import atomic_file, write_bytes, write_text
+
+SIGNATURE_BYTES = 64
 
 
 class SignatureError(SemedgeError):
@@ -39,11 +43,8 @@ def keygen(base: str | Path) -> tuple[Path, Path]:
     key = Ed25519PrivateKey.generate()
     raw = key.private_bytes_raw()
     pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    key_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(raw.hex() + "\n")
-    pub_path.write_text(pub.hex() + "\n")
+    write_text(pub_path, pub.hex() + "\n")
+    write_text(key_path, raw.hex() + "\n", mode=0o600)  # last: its presence means "done"
     return key_path, pub_path
 
 
@@ -60,9 +61,28 @@ def _read_key(path: str | Path, what: str) -> bytes:
 
 
 def sign_bytes(message: bytes, key_path: str | Path) -> bytes:
+    """Ed25519 signature of ``message`` by the private key in ``key_path``, verified against
+    its public key (the ``.pub`` beside it when there is one) before it is returned."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    return Ed25519PrivateKey.from_private_bytes(_read_key(key_path, "private key")).sign(message)
+    key_path = Path(key_path)
+    if key_path.suffix == ".pub":
+        raise SignatureError(
+            f"{key_path} is a public key (give it to agents as --trusted-key); sign with the "
+            f"private key {key_path.with_suffix('.key')} from semedge keygen"
+        )
+    key = Ed25519PrivateKey.from_private_bytes(_read_key(key_path, "private key"))
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    partner = key_path.with_suffix(".pub")
+    if partner != key_path and partner.is_file() and read_public_key(partner) != public:
+        raise SignatureError(
+            f"{key_path} is not the private key of {partner} (a public key given as --key?); "
+            "sign with the .key file from semedge keygen"
+        )
+    signature = key.sign(message)
+    verify_bytes(message, signature, public)
+    return signature
 
 
 def verify_bytes(message: bytes, signature: bytes | None, public_key: bytes) -> None:
@@ -96,42 +116,59 @@ def signed_message(path: str | Path) -> bytes:
 
 
 def read_signature(path: str | Path) -> bytes | None:
-    """The signature shipped with an artifact (dir or .tar) or beside a delta; None if none."""
+    """The signature shipped with an artifact (dir or .tar) or beside a delta; None if none.
+
+    Anything there that cannot be an Ed25519 signature (not 64 bytes, not a file) is a
+    :class:`SignatureError`, not "unsigned"."""
     path = Path(path)
-    if is_delta(path):
-        sig = Path(f"{path}.sig")
-        return sig.read_bytes() if sig.is_file() else None
-    if path.is_dir():
+    if is_delta(path) or path.is_dir():
+        sig = Path(f"{path}.sig") if is_delta(path) else path / artifact.SIGNATURE
+        if not sig.exists():
+            return None
+        signature = sig.read_bytes() if sig.is_file() else b""
+    else:
+        with artifact.open_tar(path) as tar:
+            members = [
+                info
+                for info in tar.getmembers()
+                if info.name.lstrip("./").split("/")[-1] == artifact.SIGNATURE
+            ]
+            if not members:
+                return None
+            f = tar.extractfile(members[0])
+            signature = f.read() if f else b""
         sig = path / artifact.SIGNATURE
-        return sig.read_bytes() if sig.is_file() else None
-    with tarfile.open(path) as tar:
-        for info in tar.getmembers():
-            if info.isfile() and info.name.lstrip("./").split("/")[-1] == artifact.SIGNATURE:
-                f = tar.extractfile(info)
-                return f.read() if f else None
-    return None
+    if len(signature) != SIGNATURE_BYTES:
+        raise SignatureError(
+            f"{sig} is not an Ed25519 signature ({SIGNATURE_BYTES} bytes); sign again: semedge sign"
+        )
+    return signature
 
 
 def sign(path: str | Path, key_path: str | Path) -> Path:
     """Sign an artifact directory, ``.tar`` (rewritten with the signature) or delta file."""
     path = Path(path)
+    if is_delta(path):
+        from sdk.delta import load_delta  # numpy + safetensors: still no torch
+
+        load_delta(path)  # never sign a file that no device would accept
+    else:
+        artifact.verify_artifact(path)
     signature = sign_bytes(signed_message(path), key_path)
     if is_delta(path):
-        out = Path(f"{path}.sig")
-        out.write_bytes(signature)
-        return out
+        return write_bytes(Path(f"{path}.sig"), signature)
     if path.is_dir():
-        artifact.verify_artifact(path)
-        (path / artifact.SIGNATURE).write_bytes(signature)
-        return path / artifact.SIGNATURE
+        return write_bytes(path / artifact.SIGNATURE, signature)
     return _add_to_tar(path, signature)
 
 
 def _add_to_tar(path: Path, signature: bytes) -> Path:
-    """Rewrite a tar artifact with ``manifest.sig`` replaced (temp file + rename)."""
-    artifact.verify_artifact(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tarfile.open(path) as src, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as dst:
+    """Rewrite a tar artifact with ``manifest.sig`` replaced (atomically)."""
+    with (
+        atomic_file(path) as tmp,
+        tarfile.open(path) as src,
+        tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as dst,
+    ):
         for info in src.getmembers():
             if info.name.lstrip("./").split("/")[-1] == artifact.SIGNATURE:
                 continue
@@ -139,5 +176,4 @@ def _add_to_tar(path: Path, signature: bytes) -> Path:
         sig = tarfile.TarInfo(artifact.SIGNATURE)
         sig.size, sig.mode = len(signature), 0o644
         dst.addfile(sig, io.BytesIO(signature))
-    os.replace(tmp, path)
     return path

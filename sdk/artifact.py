@@ -18,11 +18,11 @@ import ctypes
 import datetime
 import hashlib
 import json
-import os
 import re
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from sdk import __version__
 from sdk.errors import SemedgeError
-from sdk.files import staged_directory
+from sdk.files import atomic_file, staged_directory
 
 FORMAT = "semedge.artifact"
 FORMAT_VERSION = 1
@@ -184,11 +184,19 @@ def _tar_members(tar: tarfile.TarFile, path: Path) -> dict[str, tarfile.TarInfo]
     return {n[cut:]: i for n, i in members.items() if n.startswith(prefix + "/")}
 
 
-def _open_tar(path: Path) -> tarfile.TarFile:
+@contextmanager
+def open_tar(path: Path) -> Iterator[tarfile.TarFile]:
+    """``path`` opened as a tar; a corrupt or truncated one (found while opening or while
+    reading a member) is one :class:`ArtifactError`."""
     try:
-        return tarfile.open(path, "r:*")
+        tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError) as exc:
         raise ArtifactError(f"{path} is not a readable tar ({exc}); copy it again") from None
+    try:
+        with tar:
+            yield tar
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ArtifactError(f"{path} is truncated or corrupt ({exc}); copy it again") from None
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -205,7 +213,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{path} does not exist; build an artifact with: semedge build")
     if not _is_tar(path):
         raise ArtifactError(f"{path} is neither an artifact directory nor a .tar of one")
-    with _open_tar(path) as tar:
+    with open_tar(path) as tar:
         info = _tar_members(tar, path)[MANIFEST]
         return _parse(_read_member(tar, info).read(), f"{path}:{MANIFEST}")
 
@@ -222,7 +230,7 @@ def manifest_bytes(path: str | Path) -> bytes:
     read_manifest(path)
     if path.is_dir():
         return (path / MANIFEST).read_bytes()
-    with _open_tar(path) as tar:
+    with open_tar(path) as tar:
         return _read_member(tar, _tar_members(tar, path)[MANIFEST]).read()
 
 
@@ -268,7 +276,7 @@ def verify_artifact(path: str | Path) -> dict[str, Any]:
             with open(file, "rb") as f:
                 _check_entry(str(path), name, entry, *_digest(f))
         return manifest
-    with _open_tar(path) as tar:
+    with open_tar(path) as tar:
         members = _tar_members(tar, path)
         for name, entry in manifest["files"].items():
             if name not in members:
@@ -328,19 +336,13 @@ def pack(directory: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out else directory.with_name(directory.name + ".tar")
     names = [MANIFEST, *([SIGNATURE] if (directory / SIGNATURE).is_file() else [])]
     names += list(manifest["files"])
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for name in names:
-                info = tar.gettarinfo(str(directory / name), arcname=name)
-                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-                info.mode = 0o644
-                with open(directory / name, "rb") as f:
-                    tar.addfile(info, f)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ArtifactError(f"cannot write {out} ({exc}); nothing changed") from None
+    with atomic_file(out) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in names:
+            info = tar.gettarinfo(str(directory / name), arcname=name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            info.mode = 0o644
+            with open(directory / name, "rb") as f:
+                tar.addfile(info, f)
     return out
 
 
@@ -349,7 +351,7 @@ def extract(path: str | Path, directory: str | Path) -> Path:
     path, directory = Path(path), Path(directory)
     manifest = verify_artifact(path)
     directory.mkdir(parents=True, exist_ok=True)
-    with _open_tar(path) as tar:
+    with open_tar(path) as tar:
         members = _tar_members(tar, path)
         for name in [MANIFEST, SIGNATURE, *manifest["files"]]:
             if name not in members:

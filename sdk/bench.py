@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from sdk.errors import SemedgeError
+from sdk.files import save_figure
 
 DEFAULT_BATCHES = (1, 4, 16)
 
@@ -235,8 +236,4 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle(report["artifact"] or report["source"], fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

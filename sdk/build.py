@@ -31,6 +31,7 @@ from typing import Any
 
 from sdk import artifact
 from sdk.errors import SemedgeError, missing
+from sdk.files import write_bytes
 
 BACKENDS = ("auto", "onnxrt", "trt")
 
@@ -124,9 +125,8 @@ def build(
     counter is below the installed one, so raising it retires older (e.g. vulnerable)
     builds even though they are validly signed.
     """
-    import onnx
 
-    from sdk.onnx_io import io_specs, read_metadata
+    from sdk.onnx_io import io_specs, load_onnx, read_metadata
 
     source = Path(source)
     backend = resolve_backend(backend)
@@ -144,7 +144,7 @@ def build(
         meta = read_metadata(onnx_path)
         if not meta:
             raise BuildError(f"{onnx_path} was not exported by semedge; use: semedge export CKPT")
-        inputs, outputs = io_specs(onnx.load(str(onnx_path), load_external_data=False))
+        inputs, outputs = io_specs(load_onnx(onnx_path, load_external_data=False))
         if precision == "int8":
             from calibration.qdq import quantize_qdq
 
@@ -406,7 +406,7 @@ def build_plan(
     if plan is None:
         raise BuildError("TensorRT failed to build the plan; rerun with a smaller --max-batch")
     if cache_path:
-        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+        write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
     target = {
         **{k: facts[k] for k in artifact.DEVICE_FACTS},
         "tensorrt_version": trt.__version__,

@@ -3,19 +3,24 @@
 Every module in :mod:`sdk.commands` is discovered automatically; each exposes
 ``register(subparsers)`` and keeps its heavy imports inside the handler, so
 ``semedge --help`` is instant and ``semedge agent`` never imports torch.
-Every :class:`~sdk.errors.SemedgeError` becomes one line on stderr and a
-non-zero exit, never a traceback.
+A command may also set ``on_interrupt(args, argv) -> str`` (how to continue after
+Ctrl-C). Every :class:`~sdk.errors.SemedgeError` becomes one line on stderr and a
+non-zero exit, never a traceback. Anything else that escapes a command is a bug in
+semedge: it is reported as one "internal error" line too (``SEMEDGE_DEBUG=1`` shows
+the traceback), and the bad-input tests fail on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
 from sdk import __version__, commands
 from sdk.errors import SemedgeError, missing
+from sdk.options import Parser
 
 
 def command_modules() -> list[str]:
@@ -24,7 +29,7 @@ def command_modules() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="semedge",
         description="Train, adapt, export, build and flash semantic-communication transceivers.",
     )
@@ -36,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -62,8 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     except KeyboardInterrupt:
-        print(f"semedge {args.command}: interrupted", file=sys.stderr)
+        hint = getattr(args, "on_interrupt", None)  # a command may say how to continue
+        said = f"; {hint(args, argv)}" if hint else ""
+        print(f"semedge {args.command}: interrupted{said}", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if os.environ.get("SEMEDGE_DEBUG"):
+            raise
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        print(
+            f"semedge {args.command}: internal error: {type(exc).__name__}: {reason} — please "
+            "report it (SEMEDGE_DEBUG=1 shows where)",
+            file=sys.stderr,
+        )
+        return 70
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from sdk.data import DataError, ImageDataset
 from sdk.data.shifts import GEOMETRIC, apply_shift
+from sdk.files import save_figure
 from sdk.models.channels import AWGN, check_snr, normalize_power
 
 MIN_MSE = 1e-10
@@ -86,7 +87,7 @@ def check_compatible(model: nn.Module, dataset: ImageDataset) -> None:
         raise DataError(
             f"{type(model).__name__} expects {'x'.join(map(str, expected))} images but "
             f"{dataset.name} has {'x'.join(map(str, dataset.image_shape))}; "
-            "evaluate on the dataset it was trained on"
+            "use the dataset it was trained on (--data)"
         )
 
 
@@ -316,11 +317,5 @@ def image_grid(
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    from matplotlib import pyplot as plt
-
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import importlib
+import io
 import json
 import warnings
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,7 @@ import torch
 from torch import nn
 
 from sdk.errors import SemedgeError
+from sdk.files import atomic_file
 from sdk.fingerprint import model_fingerprint
 from sdk.models.base import Transceiver
 from sdk.onnx_io import META_PREFIX
@@ -210,12 +212,15 @@ def export_onnx(
 
     Returns the path. See the module docstring for names, targets and the plugin mode.
     """
-    if opset < 17:
-        raise ExportError(f"opset {opset} is too old; semedge exports opset 17 or newer")
+    newest = _newest_opset()
+    if not 17 <= opset <= newest:
+        raise ExportError(
+            f"opset {opset} is not supported; use --opset 17 to {newest} (this torch and onnx)"
+        )
     inputs, outputs, example = part_io(model, part)
     targets = select_targets(model, delta_targets, part)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    exported = io.BytesIO()  # written to ``out`` only once checked: never half a file
     was_training = model.training
     model.eval()
     dynamic = {name: {0: "batch"} for name in inputs + outputs}
@@ -226,7 +231,7 @@ def export_onnx(
             torch.onnx.export(
                 _Part(model, part),
                 (example,),
-                str(out),
+                exported,  # type: ignore[arg-type]  # the TorchScript exporter takes a buffer
                 input_names=inputs,
                 output_names=outputs,
                 dynamic_axes=dynamic,
@@ -241,9 +246,8 @@ def export_onnx(
         raise ExportError(f"cannot export the {part} of {type(model).__name__}: {reason}") from None
     finally:
         model.train(was_training)
-    proto = onnx.load(str(out))
+    proto = onnx.load_from_string(exported.getvalue())
     if topk_plugin and not any(n.op_type == PLUGIN_OP for n in proto.graph.node):
-        out.unlink()
         raise ExportError(
             f"--topk-plugin was given but the {part} of {type(model).__name__} has no top-K "
             "attention; export it without --topk-plugin"
@@ -267,5 +271,16 @@ def export_onnx(
     # full_check runs strict shape inference, which cannot know the plugin op's output
     onnx.checker.check_model(proto, full_check=not topk_plugin)
     proto = onnx.shape_inference.infer_shapes(proto, check_type=True)
-    onnx.save(proto, str(out))
+    with atomic_file(out) as tmp:
+        onnx.save(proto, str(tmp))
     return out
+
+
+def _newest_opset() -> int:
+    """The newest opset both torch's TorchScript exporter and the onnx package know."""
+    from torch.onnx import _constants
+
+    torch_max = getattr(
+        _constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET
+    )
+    return int(min(torch_max, onnx.defs.onnx_opset_version()))

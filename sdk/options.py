@@ -6,15 +6,85 @@ torch at import time.
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 from fractions import Fraction
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from sdk.errors import SemedgeError
 
 
 class OptionError(SemedgeError):
     """A command-line value that cannot be parsed."""
+
+
+_RST_MARKUP = re.compile(r"``(.+?)``|:[a-z]+:`(.+?)`")
+_NUMBER = r"(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+_NEGATIVE_NUMBERS = re.compile(rf"^-{_NUMBER}(,(-?{_NUMBER})?)*$")  # -5 | -0.5 | -5,0,5
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends in ``(default: X)`` where X means something (not None,
+    False or an empty list), and reStructuredText markup from docstrings (double
+    backquotes, ``:class:`` roles) reads as plain `x`."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        given = "%(default)" in text or "(default:" in text
+        if meaningful_default(action.default) and action.option_strings and not given:
+            text = f"{text} (default: %(default)s)".strip()
+        return text or None
+
+    def _format_text(self, text: str) -> str:
+        plain = _RST_MARKUP.sub(lambda m: f"`{m.group(1) or m.group(2)}`", text)
+        return super()._format_text(plain)
+
+
+def meaningful_default(default: Any) -> bool:
+    """Whether help should show ``default`` (None, False and [] mean "not given")."""
+    return not (
+        default is None or default is False or default == [] or default == argparse.SUPPRESS
+    )
+
+
+class RawDescriptionHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """:class:`HelpFormatter` that keeps the description's line breaks (a module docstring)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of ``semedge`` and of every subcommand (``add_parser`` reuses this class).
+
+    * A value that starts with a minus and is a number or a comma-separated list of numbers
+      (``--snr -5,0,5``, ``--strength -0.5``, ``1e-3``) is a value, not an option:
+      argparse alone only accepts a single plain negative number.
+    * Help shows every meaningful default (:class:`HelpFormatter`).
+    * A usage mistake is one line on stderr, like every other error.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBERS
+
+    def error(self, message: str) -> NoReturn:
+        """A usage mistake is one line too, pointing at the help (not the whole usage)."""
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def check_figure_path(path: str | None) -> None:
+    """Refuse a figure file name matplotlib cannot write, before any work is done."""
+    if path is None:
+        return
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise OptionError(
+            f"cannot write a figure to {path}: name it .png (or {', '.join(sorted(formats))})"
+        )
 
 
 def parse_snrs(text: str) -> list[float]:

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from sdk.checkpoint import RUN_CHECKPOINT, read_config, save_checkpoint
 from sdk.data import DATASETS, ImageDataset
 from sdk.errors import SemedgeError
+from sdk.files import atomic_file
 from sdk.models.channels import check_snr
 from sdk.models.registry import build_model, model_class
 
@@ -384,13 +385,47 @@ def _restore(
         model_saved["args"], model_wanted["args"]
     )
     if not (same_model and _recorded_match(saved, wanted)):
+        differ = _differences(model_saved, model_wanted, saved, wanted)
         raise TrainError(
-            f"{out} holds a run with a different model or config; "
-            "use the same settings to resume, or choose another --out"
+            f"{out} holds a run with other settings: {'; '.join(differ)}; resume with the "
+            "run's settings, or choose another --out"
         )
     model.load_state_dict(state["weights"])
     optimizer.load_state_dict(state["optimizer"])
     return [dict(row) for row in state["history"]]
+
+
+# how ``semedge train`` spells each recorded setting
+_FLAGS = {"snr_db": "--snr", "loss_weights": "--weight", "batch_size": "--batch-size"}
+
+
+def _differences(
+    model_saved: Mapping[str, Any],
+    model_wanted: Mapping[str, Any],
+    saved: Mapping[str, Any],
+    wanted: Mapping[str, Any],
+) -> list[str]:
+    """``--lr 0.001 (now 0.01)``-style notes on every recorded setting that differs."""
+    notes = []
+    if model_saved["class"] != model_wanted["class"]:
+        notes.append(f"--model {model_saved['class']} (now {model_wanted['class']})")
+    for key, value in model_saved["args"].items():
+        if model_wanted["args"].get(key, "unset") != value:
+            notes.append(f"--arg {key}={value} (now {model_wanted['args'].get(key, 'unset')})")
+    for key, value in saved.items():
+        if wanted.get(key, "unset") != value:
+            flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
+            notes.append(f"{flag} {_plain(value)} (now {_plain(wanted.get(key, 'unset'))})")
+    return notes
+
+
+def _plain(value: Any) -> str:
+    """A recorded setting as it is typed: ``0,20`` for an SNR range, ``recon=1`` for weights."""
+    if isinstance(value, list | tuple):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v:g}" for k, v in value.items())
+    return str(value)
 
 
 def _recorded_match(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
@@ -417,10 +452,8 @@ def _save(
         "weights": model.state_dict(),
         "optimizer": optimizer.state_dict(),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{STATE_FILE}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / STATE_FILE)
+    with atomic_file(out / STATE_FILE) as tmp:
+        torch.save(state, tmp)
     save_checkpoint(model, out / RUN_CHECKPOINT, extra={"epoch": epoch, "train": config.to_json()})
 
 

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from kernels.build import build_fatbins, build_plugin, find_tensorrt_include
 from kernels.onnx_graphs import plugin_graph, standard_graph
 from kernels.reference import REFERENCES
+from sdk.files import write_text
 
 TOPK_CASES = [  # (batch, L, n, d, topk, dtype)
     (1, 16, 1024, 128, 64, np.float32),
@@ -495,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     ran = [r for r in rows if r["status"] in ("passed", "failed")]
     ok = all(r["status"] == "passed" for r in ran) and bool(ran)
     report = {"environment": facts, "dry_run": args.dry_run, "steps": rows, "ok": ok}
-    args.out.write_text(json.dumps(report, indent=1, default=str))
+    write_text(args.out, json.dumps(report, indent=1, default=str))
     print(("dry run — " if args.dry_run else "") + f"{len(rows)} steps on this machine:")
     print("\n".join(_line(r) for r in rows))
     if args.dry_run:

@@ -25,25 +25,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     z.add_argument(
         "--domain", required=True, help="local domain: rotation | perspective | contrast | hue"
     )
-    z.add_argument("--strength", type=float, help="domain shift strength (default per domain)")
+    z.add_argument("--strength", type=float, help="domain shift strength (default: per domain)")
     z.add_argument(
         "--data",
         help="patches | mnist | digits (default: what the checkpoint was trained on)",
     )
     z.add_argument("--limit", type=int, help="use only the first N training images")
     z.add_argument(
-        "--sparsity", type=float, default=0.01, help="γ, fraction of adapted weights (0.0001-0.1)"
+        "--sparsity", type=float, default=0.01, help="γ, fraction of adapted weights, 0.0001-0.1"
     )
-    z.add_argument("--side", default="decoder", choices=("encoder", "decoder", "both"))
-    z.add_argument("--epochs", type=int, default=30)
-    z.add_argument("--batch-size", type=int, default=64)
+    z.add_argument(
+        "--side",
+        default="decoder",
+        choices=("encoder", "decoder", "both"),
+        help="which half of the model the delta adapts",
+    )
+    z.add_argument("--epochs", type=int, default=30, help="passes over the training images")
+    z.add_argument("--batch-size", type=int, default=64, help="images per step")
     z.add_argument("--lr-scores", type=float, default=1.0, help="score learning rate (SGD)")
     z.add_argument("--lr-values", type=float, default=1e-4, help="value learning rate (Adam)")
-    z.add_argument("--value-dtype", default="float16", choices=("float16", "float32"))
+    z.add_argument(
+        "--value-dtype",
+        default="float16",
+        choices=("float16", "float32"),
+        help="how the delta values are stored",
+    )
     z.add_argument(
         "--index-encoding", default="gap8", choices=("gap8", "int32"), help="see docs/formats.md"
     )
-    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--seed", type=int, default=0, help="random seed")
     z.add_argument("--out", required=True, help="delta file to write (*.delta.safetensors)")
     z.set_defaults(func=run)
 
@@ -54,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from sdk.data import ImageDataset, load_dataset
     from sdk.data.shifts import apply_shift
     from sdk.delta import save_delta
+    from sdk.evaluate import check_compatible
     from sdk.train import dataset_of
 
     config = ZFDAConfig(
@@ -74,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         f"{data.name}@{args.domain}", apply_shift(images, args.domain, args.strength)
     )
     model = load_checkpoint(checkpoint)
+    check_compatible(model, shifted)
     history: list[dict[str, float]] = []
     delta = adapt_zfda(model, shifted, args.domain, config, history)
     path = save_delta(delta, args.out, args.index_encoding)

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyGS0")
     p.add_argument("--root", required=True, help="directory holding models/ and incoming/")
     p.add_argument("--trusted-key", metavar="PUB", help="refuse anything not signed by this key")
-    p.add_argument("--baud", type=int, default=921600, help="UART baud rate (default 921600)")
+    p.add_argument("--baud", type=int, default=921600, help="UART baud rate")
     p.add_argument(
         "--facts",
         metavar="JSON",
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--test-attempts",
         type=int,
         default=0,
-        help="agent restarts a TEST activation survives unconfirmed (default 0: the next "
+        help="agent restarts a TEST activation survives unconfirmed (default: 0, the next "
         "restart reverts)",
     )
     p.set_defaults(func=run)

@@ -15,10 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Prints p50/p90/p99 latency, throughput and peak memory.",
     )
     p.add_argument("artifact", metavar="ARTIFACT", help="artifact directory, .tar or .onnx")
-    p.add_argument("--batch", default="1,4,16", help="comma-separated batch sizes (1,4,16)")
-    p.add_argument("--warmup", type=float, default=0.2, help="warm-up seconds per batch (0.2)")
-    p.add_argument("--duration", type=float, default=1.0, help="timed seconds per batch (1.0)")
-    p.add_argument("--iterations", type=int, default=10, help="minimum timed runs (10)")
+    p.add_argument("--batch", default="1,4,16", help="comma-separated batch sizes")
+    p.add_argument("--warmup", type=float, default=0.2, help="warm-up seconds per batch")
+    p.add_argument("--duration", type=float, default=1.0, help="timed seconds per batch")
+    p.add_argument("--iterations", type=int, default=10, help="minimum timed runs")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="PNG", help="also plot latency and throughput vs batch")
@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from sdk.bench import bench, parse_batches, plot, table
+    from sdk.options import check_figure_path
 
+    check_figure_path(args.plot)  # before the benchmark, not after it
     report = bench(
         args.artifact,
         parse_batches(args.batch),

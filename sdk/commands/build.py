@@ -16,18 +16,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="checkpoint directory or exported .onnx")
     p.add_argument("--out", required=True, help="artifact directory to write")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxrt", "trt"), help="(auto)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="(fp32)")
-    p.add_argument("--part", default="chain", choices=("transmitter", "receiver", "chain"))
+    p.add_argument(
+        "--backend", default="auto", choices=("auto", "onnxrt", "trt"), help="where to run it"
+    )
+    p.add_argument(
+        "--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="numeric precision"
+    )
+    p.add_argument(
+        "--part",
+        default="chain",
+        choices=("transmitter", "receiver", "chain"),
+        help="which part to build",
+    )
     p.add_argument("--delta-targets", metavar="SPEC", help="see semedge export --help")
     p.add_argument("--topk-plugin", action="store_true", help="see semedge export --help")
     p.add_argument("--name", help="model name in the manifest (default: source name)")
-    p.add_argument("--version", default="1", help="model version in the manifest (1)")
+    p.add_argument("--version", default="1", help="model version in the manifest")
     p.add_argument("--calib-data", help="int8 calibration dataset (default: by input shape)")
-    p.add_argument("--calib-samples", type=int, default=256, help="calibration images (256)")
+    p.add_argument("--calib-samples", type=int, default=256, help="calibration images")
     p.add_argument("--plugin", action="append", default=[], help="TensorRT plugin .so to load")
     p.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
-    p.add_argument("--max-batch", type=int, default=32, help="TensorRT profile max batch (32)")
+    p.add_argument("--max-batch", type=int, default=32, help="TensorRT profile max batch")
     p.add_argument(
         "--dla-core",
         type=int,

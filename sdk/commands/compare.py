@@ -14,10 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Exit status 1 when any output is outside atol + rtol*|reference|.",
     )
     p.add_argument("model", metavar="MODEL_OR_ARTIFACT", help="checkpoint, .onnx or artifact")
-    p.add_argument("--backends", default="torch,onnxrt", help="comma list (torch,onnxrt)")
-    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (1e-5)")
-    p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (1e-5)")
-    p.add_argument("--batch", type=int, default=4, help="batch size (4)")
+    p.add_argument(
+        "--backends", default="torch,onnxrt", help="comma-separated backends: torch, onnxrt, trt"
+    )
+    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance")
+    p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance")
+    p.add_argument("--batch", type=int, default=4, help="batch size")
     p.add_argument("--data", help="dataset for the real inputs (default: by input shape)")
     p.set_defaults(func=run)
 

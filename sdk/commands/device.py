@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("action", choices=("status", "confirm", "rollback"))
     p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyACM0")
-    p.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
+    p.add_argument("--baud", type=int, default=921600, help="baud rate")
     p.add_argument("--model", help="model name (default: the only installed one)")
     p.add_argument("--json", action="store_true", help="print the device status as JSON")
     p.set_defaults(func=run)
@@ -39,12 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
 def status_lines(status: dict[str, Any]) -> list[str]:
     """A device's STATUS reply as text: facts, then per model its slots and deltas."""
-    lines = ["device: " + ", ".join(f"{k}={v}" for k, v in status["facts"].items())]
+    facts = (f"{k}={'unknown' if v is None else v}" for k, v in status["facts"].items())
+    lines = ["device: " + ", ".join(facts)]
     for name, m in status["models"].items():
         state = f"TEST ({m['test']['attempts_left']} restarts left)" if m["test"] else "confirmed"
-        lines.append(f"{name}: active {m['active']} [{state}], previous {m['previous']}")
+        previous = m["previous"] or "none"
+        lines.append(f"{name}: active {m['active'] or 'none'} [{state}], previous {previous}")
         for slot, info in m["slots"].items():
-            fields = (f"{k}={_short(v)}" for k, v in info.items())
+            fields = (f"{k}={_short(v)}" for k, v in info.items() if v is not None)
             lines.append(f"  slot {slot}: " + ", ".join(fields))
         if m["deltas"]:
             lines.append("  deltas: " + ", ".join(m["deltas"]))
@@ -58,4 +60,6 @@ def _short(value: Any) -> Any:
     """A SHA-256 or fingerprint shortened to 12 hex digits for reading (--json has all 64)."""
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value[:12] + "…"
+    if isinstance(value, float):
+        return f"{value:.3g}"
     return value

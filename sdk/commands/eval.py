@@ -18,12 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data",
         help="patches | mnist | digits (default: what the checkpoint was trained on)",
     )
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument(
+        "--split", default="test", choices=("train", "val", "test"), help="dataset split"
+    )
     p.add_argument("--snr", default="-5,0,5,10,15,20", help="comma-separated SNRs in dB")
     p.add_argument(
         "--domain", help="evaluate under a domain shift: rotation | perspective | contrast | hue"
     )
-    p.add_argument("--strength", type=float, help="domain shift strength (default per domain)")
+    p.add_argument("--strength", type=float, help="domain shift strength (default: per domain)")
     p.add_argument("--seed", type=int, default=0, help="channel-noise seed")
     p.add_argument(
         "--delta", metavar="FILE", help="activate this ZFDA delta (semedge adapt zfda) first"
@@ -63,10 +65,12 @@ def run(args: argparse.Namespace) -> int:
         plot,
         reconstructions,
     )
-    from sdk.options import parse_snrs
+    from sdk.options import check_figure_path, parse_snrs
     from sdk.train import dataset_of
 
     snrs = parse_snrs(args.snr)
+    for figure in (args.plot, args.examples):
+        check_figure_path(figure)
     model = load_model(args)
     dataset = load_dataset(dataset_of(args.checkpoint, args.data), args.split)
     check_compatible(model, dataset)

@@ -18,7 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output .onnx path")
     p.add_argument(
-        "--part", default="chain", choices=("transmitter", "receiver", "chain"), help="(chain)"
+        "--part",
+        default="chain",
+        choices=("transmitter", "receiver", "chain"),
+        help="which part to export",
     )
     p.add_argument(
         "--topk-plugin",
@@ -32,14 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weights to expose as graph inputs for delta switching: encoder, decoder, "
         "comma-separated globs over parameter names, or a .delta.safetensors file",
     )
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (17)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sdk.checkpoint import load_checkpoint
     from sdk.export import export_onnx
-    from sdk.onnx_io import io_specs
+    from sdk.onnx_io import io_specs, load_onnx
 
     model = load_checkpoint(args.checkpoint)
     path = export_onnx(
@@ -51,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
         delta_targets=args.delta_targets,
         source=args.checkpoint,
     )
-    import onnx
-
-    inputs, outputs = io_specs(onnx.load(str(path), load_external_data=False))
+    inputs, outputs = io_specs(load_onnx(path, load_external_data=False))
     fmt = ", ".join
     print(
         f"wrote {path}: inputs {fmt(i['name'] for i in inputs)} -> "

@@ -27,23 +27,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="text file with one serial port per line (# comments) to flash at once",
     )
-    p.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
+    p.add_argument("--baud", type=int, default=921600, help="baud rate")
     p.add_argument(
         "--activate",
         choices=("test", "permanent", "none"),
         default="test",
-        help="after upload: test (default; revert unless confirmed), permanent, or none",
+        help="after upload: test (revert unless confirmed), permanent, or none",
     )
     p.add_argument("--model", help="installed model a delta is for (default: the only one)")
     p.add_argument(
         "--retries",
         type=int,
         default=5,
-        help="reconnect attempts in a row without progress before giving up (default 5)",
+        help="reconnect attempts in a row without progress before giving up",
     )
     p.add_argument("--no-compress", action="store_true", help="never zlib-compress chunks")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt=how_to_continue)
+
+
+def how_to_continue(args: argparse.Namespace, argv: list[str]) -> str:
+    """After Ctrl-C: the device keeps what it received, so the same command resumes."""
+    import shlex
+
+    return (
+        "the device keeps what it has received; run the same flash again to resume: "
+        f"semedge {shlex.join(argv)}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from firmware_bridge import fleet
+    from firmware_bridge.host import check_upload, serial_flasher
 
+    check_upload(args.artifact)  # a bad file is reported before any port is touched
     ports = list(args.port) + (fleet.read_fleet_file(args.fleet) if args.fleet else [])
     fleet.check_ports(ports)
     activate = None if args.activate == "none" else args.activate
@@ -65,15 +77,16 @@ def run(args: argparse.Namespace) -> int:
             print(fleet.summary_table(results))
         return 0 if all(r.ok for r in results) else 1
 
-    from firmware_bridge.host import serial_flasher
-
     flasher = serial_flasher(ports[0], args.baud, **options)
     result = flasher.flash(args.artifact, activate=activate, model=args.model)
-    result["stats"] = dataclasses.asdict(flasher.stats)
+    stats = dataclasses.asdict(flasher.stats)
+    stats["data_seconds"] = round(stats["data_seconds"], 3)
+    result["stats"] = stats
+    took = f" ({stats['data_wire_bytes']:,} bytes in {stats['data_seconds']:.1f} s)"
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(fleet.describe(result))
+    print(fleet.describe(result) + took)
     if activate == "test" and "delta" not in result:
         print(f"confirm with: semedge device confirm --port {ports[0]} "
               "(otherwise it reverts at the agent's next restart)")  # fmt: skip

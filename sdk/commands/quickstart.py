@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import SemedgeError
+from sdk.options import RawDescriptionHelpFormatter
 
 SWEEP_DB = (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
 REPORT_DB = 10.0
@@ -49,14 +50,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "quickstart",
         help="train, adapt, deploy and flash a small DeepJSCC on real photos (minutes, CPU)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", help="output folder (default runs/quickstart, or -fast with --fast)")
+    p.add_argument(
+        "--out",
+        help="output folder (default: runs/quickstart, or runs/quickstart-fast with --fast)",
+    )
     p.add_argument(
         "--fast", action="store_true", help="1 epoch on 2,000 patches, tiny model (a smoke test)"
     )
     p.add_argument("--no-flash", action="store_true", help="skip step 4 (needs ptys: Linux/macOS)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument(
         "--threads", type=int, help="torch CPU threads (default: all, or 1 if the CPU is busy)"
     )

@@ -16,11 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="DeepJSCC", help="model family (see: semedge models)")
     p.add_argument("--data", default="patches", help="patches | mnist | digits")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training set")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--snr", default="0,20", help="training SNR range LO,HI in dB (uniform)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
@@ -39,9 +39,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="TASK=W",
-        help="loss weight per task: recon, logits, mask_logits, aux (default 1 each)",
+        help="loss weight per task: recon, logits, mask_logits, aux (default: 1 each)",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt=how_to_continue)
+
+
+def how_to_continue(args: argparse.Namespace, argv: list[str]) -> str:
+    """After Ctrl-C: the command that continues from the last saved epoch."""
+    import shlex
+    from pathlib import Path
+
+    from sdk.train import STATE_FILE
+
+    if not (Path(args.out) / STATE_FILE).is_file():
+        return f"no epoch had finished, nothing was saved; start again: semedge {shlex.join(argv)}"
+    again = argv if "--resume" in argv else [*argv, "--resume"]
+    return f"finished epochs are saved; resume with: semedge {shlex.join(again)}"
 
 
 def run(args: argparse.Namespace) -> int:

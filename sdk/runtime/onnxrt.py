@@ -121,9 +121,9 @@ class OnnxrtRunner(BaseRunner):
     def activate_impl(self) -> None:
         import onnx
 
-        from sdk.onnx_io import read_metadata, tensor_specs
+        from sdk.onnx_io import load_onnx, read_metadata, tensor_specs
 
-        proto = onnx.load(str(self.path))
+        proto = load_onnx(self.path)
         inits = {i.name: i for i in proto.graph.initializer}
         weight_inputs = [v.name for v in proto.graph.input if v.name in inits]
         self._mode = choose_delta_mode(weight_inputs, self.requested_mode)

@@ -55,7 +55,8 @@ class Runtime:
         manifest: dict[str, Any] | None = None,
         workdir: Path | None = None,
     ) -> None:
-        self.runner = runner
+        self._runner = runner
+        self._closed = False
         self.manifest = manifest
         self._prepared: dict[str, PreparedDelta] = {}
         self.last_switch_ms: float | None = None
@@ -362,9 +363,21 @@ class Runtime:
             out["target"] = self.manifest.get("target")
         return out
 
+    @property
+    def runner(self) -> BaseRunner:
+        """The backend runner; a closed Runtime says how to get a working one again."""
+        if self._closed:
+            raise RunnerError(
+                "this Runtime is closed; load the model again with Runtime.load(...) (or keep "
+                "using it inside its `with` block)"
+            )
+        return self._runner
+
     def close(self) -> None:
-        self.runner.deactivate()
+        """Release the backend and any extracted files; safe to call twice."""
+        self._runner.deactivate()
         self._cleanup()
+        self._closed = True
 
     def __enter__(self) -> Runtime:
         return self

@@ -37,16 +37,16 @@ def make_artifact(
 
 
 def make_delta(path: Path, base_fingerprint: str, size: int = 3000) -> Path:
-    """A tiny safetensors file with delta metadata (header written by hand; no torch)."""
-    values = random.Random(1).randbytes(size)
-    header = {
-        "__metadata__": {"format": "semedge.delta", "base_fingerprint": base_fingerprint,
-                         "domain": "rotation", "kind": "zfda"},
-        "w.delta_values": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]},
-    }  # fmt: skip
-    text = json.dumps(header).encode()
-    path.write_bytes(len(text).to_bytes(8, "little") + text + values)
-    return path
+    """A valid delta (``size`` bytes of random float32 values) for a made-up parameter ``w``
+    of a base with that fingerprint; numpy + safetensors, no torch."""
+    import numpy as np
+
+    from sdk.delta import Delta, DeltaEntry, save_delta
+
+    count = size // 4
+    values = np.random.default_rng(1).standard_normal(count).astype(np.float32)
+    entry = DeltaEntry(np.arange(count, dtype=np.int64), values, (2 * count,))
+    return save_delta(Delta("rotation", base_fingerprint, 0.5, {"w": entry}), path, "int32")
 
 
 CLI = [sys.executable, "-m", "sdk.cli"]

@@ -113,8 +113,10 @@ def test_wrong_inputs_get_clear_errors(onnx_artifact, symbols):
 def test_inactive_runner_and_unknown_backend(onnx_artifact):
     rt = Runtime.load(onnx_artifact)
     rt.close()
-    with pytest.raises(RunnerError, match="not active"):
-        rt.infer(np.zeros((1, 1024), np.float32))
+    for use in (lambda: rt.infer(np.zeros((1, 1024), np.float32)), lambda: rt.inputs):
+        with pytest.raises(RunnerError, match=r"closed; load the model again with Runtime\.load"):
+            use()
+    assert hasattr(Runtime, "load")  # the method the message names exists
     with pytest.raises(RunnerError, match="unknown backend"):
         Runtime.load(onnx_artifact, backend="tflite")
 
