@@ -69,7 +69,7 @@ def _feeds(
     reference: Runtime, checkpoint: Path | None, batch: int, data: str | None, seed: int
 ) -> dict[str, dict[str, np.ndarray]]:
     """Random inputs, and real ones: images, or for a receiver the symbols made of them."""
-    from calibration.qdq import calibration_images
+    from sdk.data import sample_images
 
     (spec,) = reference.inputs
     shape = (batch, *spec["shape"][1:])
@@ -77,14 +77,14 @@ def _feeds(
     feeds = {}
     if spec["name"] == "image":
         feeds["random"] = rng.random(shape, dtype=np.float32)
-        feeds["real"] = calibration_images(tuple(shape[1:]), data, batch)
+        feeds["real"] = sample_images(tuple(shape[1:]), data, batch)
     else:
         z = rng.standard_normal(shape).astype(np.float32)
         feeds["random"] = z / np.sqrt((z**2).sum(1, keepdims=True) / (shape[1] // 2))
         if checkpoint is not None:
             with Runtime.load(checkpoint, part="transmitter") as tx:
                 (image,) = tx.inputs
-                images = calibration_images(tuple(image["shape"][1:]), data, batch)
+                images = sample_images(tuple(image["shape"][1:]), data, batch)
                 feeds["real"] = tx.infer(images)["symbols"]
     return {kind: {spec["name"]: x} for kind, x in feeds.items()}
 

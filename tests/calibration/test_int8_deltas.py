@@ -1,0 +1,53 @@
+"""An INT8 artifact with delta targets switches ZFDA deltas and restores its base bit-exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from sdk import Runtime
+from tests.runtime.conftest import relative_error
+from tests.runtime.test_delta_switching import _delta
+
+TOUCHED = ["receiver.features.2.0.weight", "receiver.to_image.weight", "receiver.to_image.bias"]
+
+
+@pytest.fixture(scope="module")
+def deltas(ckpt, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("deltas")
+    return [_delta(ckpt, TOUCHED, d, i, tmp) for i, d in enumerate(("hue", "rotation"))]
+
+
+@pytest.fixture(scope="module")
+def symbols(ckpt):
+    from sdk.data import sample_images
+
+    with Runtime.load(ckpt, part="transmitter") as tx:
+        return tx.infer(sample_images((3, 32, 32), "patches", 8))["symbols"]
+
+
+def test_targets_are_float_inputs_in_front_of_quantize_linear(int8):
+    model = onnx.load(str(int8[0]))
+    consumers = {i: n.op_type for n in model.graph.node for i in n.input}
+    inputs = {v.name for v in model.graph.input}
+    assert "receiver.features.2.0.weight" in inputs
+    assert consumers["receiver.features.2.0.weight"] == "QuantizeLinear"
+    floats = {i.name: i.data_type for i in model.graph.initializer}
+    assert floats["receiver.features.2.0.weight"] == onnx.TensorProto.FLOAT
+
+
+@pytest.mark.parametrize("mode", [None, "rebuild"])
+def test_switching_is_bit_exact_and_follows_the_delta(mode, int8, ckpt, deltas, symbols):
+    rt = Runtime.load(int8[0], delta_mode=mode)
+    ref = Runtime.load(ckpt, part="receiver")
+    base = rt.infer(symbols)
+    for delta in (*deltas, deltas[0]):
+        rt.activate_delta(delta)
+        ref.activate_delta(delta)
+        got, want = rt.infer(symbols), ref.infer(symbols)
+        assert not np.array_equal(got["recon"], base["recon"])
+        assert relative_error(got["recon"], want["recon"]) < 0.05  # int8 error, not a missing delta
+    rt.deactivate_delta()
+    again = rt.infer(symbols)
+    assert all(np.array_equal(again[k], v) for k, v in base.items())
