@@ -45,7 +45,7 @@ def _channel(symbols: torch.Tensor, snrs: Sequence[float]) -> torch.Tensor:
 
     gen = torch.Generator().manual_seed(NOISE_SEED)
     snr = torch.tensor([snrs[i % len(snrs)] for i in range(len(symbols))], dtype=torch.float32)
-    sigma = torch.sqrt(noise_variance(snr) / 2.0).unsqueeze(1)
+    sigma = torch.sqrt(torch.as_tensor(noise_variance(snr)) / 2.0).unsqueeze(1)
     return symbols + torch.randn(symbols.shape, generator=gen) * sigma
 
 

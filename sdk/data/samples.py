@@ -42,8 +42,8 @@ def _read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     channels, height, width = shape
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB").resize((width, height))
-            arr = np.asarray(img, dtype=np.float32) / 255.0
+            fitted = img.convert("L" if channels == 1 else "RGB").resize((width, height))
+            arr = np.asarray(fitted, dtype=np.float32) / 255.0
     except (OSError, UnidentifiedImageError) as exc:
         raise DataError(f"cannot read image {path} ({exc}); remove it from the folder") from None
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
