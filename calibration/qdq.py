@@ -8,6 +8,8 @@ and symmetric, so every zero point is 0 (:func:`zero_points`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,21 +68,22 @@ def quantize(
 
     calibrate_method, options = calibrator_settings(method, percentile)
     try:
-        quantize_static(
-            str(prepared),
-            str(out),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_exclude=list(exclude),
-            nodes_to_quantize=list(only),
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=calibrate_method,
-            calibration_cache_path=str(ranges),
-            extra_options={**options, "ActivationSymmetric": True, "WeightSymmetric": True},
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # its calibrators print their progress
+            quantize_static(
+                str(prepared),
+                str(out),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                nodes_to_exclude=list(exclude),
+                nodes_to_quantize=list(only),
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=calibrate_method,
+                calibration_cache_path=str(ranges),
+                extra_options={**options, "ActivationSymmetric": True, "WeightSymmetric": True},
+            )
     except SemedgeError:
         raise
     except Exception as exc:  # onnxruntime raises untyped errors
