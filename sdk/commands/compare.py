@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{quantized} artifact: held to {budgets} (element-wise errors not judged)")
         passed = bool(tasks) and all(r.passed for r in tasks)
     else:
-        passed = all(r.passed for r in [*rows, *tasks])
+        passed = all(r.passed for r in rows) and all(r.passed for r in tasks)
     tolerance = budgets if quantized else f"atol={args.atol:g}, rtol={args.rtol:g}; {budgets}"
     print("PASSED" if passed else f"FAILED ({tolerance})")
     return 0 if passed else 1

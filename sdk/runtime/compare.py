@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -173,7 +174,7 @@ def compare_tasks(
     checkpoint, part = _reference_checkpoint(Path(source))
     if checkpoint is None:
         return []
-    model = load_checkpoint(checkpoint)
+    model: Any = load_checkpoint(checkpoint)
     meta = {
         "part": part,
         "source": str(checkpoint),
