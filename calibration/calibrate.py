@@ -42,6 +42,9 @@ from calibration.refittable import float_targets
 from calibration.sensitivity import Budget, sensitivity
 from sdk.onnx_io import META_PREFIX, read_metadata
 
+RANGE_SETTINGS = ("method", "data", "samples", "percentile", "snrs")
+"""The settings that decide the activation ranges: the cache key's settings."""
+
 CALIBRATION_KEY = "calibration"
 """Metadata key (``semedge.calibration``) and manifest key of the calibration record."""
 
@@ -153,7 +156,7 @@ def calibrate(
     samples = model_data(
         meta, spec.name, tuple(dims), settings.data, settings.samples, "train", settings.snrs
     )
-    key_settings = {k: v for k, v in asdict(settings).items() if k not in ("batch",)}
+    key_settings = {k: v for k, v in asdict(settings).items() if k in RANGE_SETTINGS}
     key = cache.cache_key(model.SerializeToString(), samples.inputs, settings.method, key_settings)
     ranges = cache.ranges_path(key)
     hit = ranges.is_file()
@@ -171,7 +174,7 @@ def calibrate(
         def quantizer(path: Path, exclude: Sequence[str], only: Sequence[str]) -> Path:
             return quantize(prepared, path, settings.method, ranges, None, exclude, only)
 
-        result = Result(out, settings.method, key, hit, excluded, key_settings)
+        result = Result(out, settings.method, key, hit, excluded, asdict(settings))
         if settings.budget_db is not None:
             heldout = model_data(
                 meta, spec.name, tuple(dims), settings.data, settings.heldout, "val", settings.snrs
