@@ -33,7 +33,7 @@ from typing import Any
 import onnx
 
 from calibration import cache
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, first_line
 from calibration.inputs import DEFAULT_SNRS, model_data
 from calibration.methods import DEFAULT_METHOD, PERCENTILE, calibrator_settings
 from calibration.qdq import check_symmetric, output_heads, quantizable_nodes, quantize
@@ -132,7 +132,9 @@ def _prepare(model: onnx.ModelProto, work: Path) -> Path:
     try:
         quant_pre_process(str(constant), str(prepared), skip_symbolic_shape=True)
     except Exception as exc:  # onnxruntime raises untyped errors
-        raise CalibrationError(f"cannot prepare the model for quantization: {exc}") from None
+        raise CalibrationError(
+            f"cannot prepare the model for quantization: {first_line(exc)}"
+        ) from None
     return prepared
 
 

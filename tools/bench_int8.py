@@ -7,8 +7,12 @@ float and once with per-layer sensitivity under ``--budget-db`` (and 1 accuracy 
 Every variant is scored on the test split at SNR 0/10/20 dB (AWGN on the checkpoint
 transmitter's symbols, seeded): PSNR (dB) and accuracy (%).
 
+Variants: each method with the output heads float (the default), and entropy with the
+heads quantized too (``all-int8``); ``+sens`` adds per-layer sensitivity.
+
 Latency: median batch-``--batch`` time of the fp32 receiver and of the INT8 graph
-forms, interleaved in one run, as a ratio to fp32 (goal <= 0.7x):
+forms, interleaved in one run, as a ratio to fp32 (goal <= 0.7x); the transmitter
+(Conv layers, images in) fp32 vs int8 in a second interleaved run:
 
 * ``int8`` — everything constant (no delta targets; what a plain ``--precision int8``
   build gives);
@@ -72,12 +76,19 @@ def int8_weight_inputs(path: Path, out: Path, targets: list[str]) -> Path:
     return out
 
 
-def latency(paths: dict[str, Path], meta: dict[str, Any], batch: int, threads: int, repeats: int):
+def latency(
+    paths: dict[str, Path],
+    meta: dict[str, Any],
+    batch: int,
+    threads: int,
+    repeats: int,
+    input_name: str = "symbols",
+) -> dict[str, dict[str, float]]:
     import onnxruntime as ort
     from bench_runtime import interleaved
 
-    data = model_data(meta, "symbols", (), None, batch, "test", (10.0,))
-    feed = {"symbols": data.inputs[:batch]}
+    data = model_data(meta, input_name, (), None, batch, "test", (10.0,))
+    feed = {input_name: data.inputs[:batch]}
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
@@ -114,6 +125,49 @@ def modelopt_variant(
     return out
 
 
+def latencies(
+    model: Any, ckpt: Path, name: str, args: argparse.Namespace, work: Path, extra: dict[str, Path]
+) -> dict[str, dict[str, float]]:
+    """Receiver graph forms vs fp32, then transmitter int8 vs fp32 (two interleaved runs)."""
+    src = str(ckpt)
+    fp32 = export_onnx(
+        model, work / f"{name}.t.onnx", "receiver", delta_targets="decoder", source=src
+    )
+    plain = export_onnx(model, work / f"{name}.plain.onnx", "receiver", source=src)
+    meta = read_metadata(fp32)
+    quick = Settings(samples=args.samples)
+    const = calibrate(plain, work / f"{name}.const.onnx", quick, show=False).path
+    targets = [v.name for v in onnx.load(str(fp32)).graph.input if v.name != "symbols"]
+    forms = {
+        "fp32": plain,
+        "int8": const,
+        "int8+float-targets": calibrate(fp32, work / f"{name}.ft.onnx", quick, show=False).path,
+        "int8+int8-targets": int8_weight_inputs(const, work / f"{name}.i8in.onnx", targets),
+        **extra,
+    }
+    timed = latency(forms, meta, args.batch, args.threads, args.repeats)
+    tx = export_onnx(model, work / f"{name}.tx.onnx", "transmitter", source=src)
+    tx8 = calibrate(tx, work / f"{name}.tx8.onnx", quick, show=False).path
+    tx_meta = {**read_metadata(tx), "part": "chain"}  # images in: no checkpoint needed
+    both = {"fp32": tx, "int8": tx8}
+    timed["transmitter int8"] = latency(
+        both, tx_meta, args.batch, args.threads, args.repeats, "image"
+    )["int8"]
+    return timed
+
+
+def probe(hidden: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Latency only, for an untrained DeepJSCC of width ``hidden`` on 32x32 RGB."""
+    from sdk.checkpoint import save_checkpoint
+    from sdk.models import build_model
+
+    model = build_model("DeepJSCC", image_size=32, hidden=hidden, num_classes=10).eval()
+    ckpt = save_checkpoint(model, work / f"probe{hidden}")
+    params = sum(p.numel() for p in model.receiver.parameters())
+    label = f"DeepJSCC hidden={hidden} (untrained, {params / 1e3:.0f} k)"
+    return {"family": label, "latency": latencies(model, ckpt, f"p{hidden}", args, work, {})}
+
+
 def bench(ckpt: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     name = read_config(ckpt)["model"]
     model = load_checkpoint(ckpt)
@@ -122,47 +176,31 @@ def bench(ckpt: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     )
     plain = export_onnx(model, work / f"{name}.plain.onnx", "receiver", source=str(ckpt))
     meta = read_metadata(fp32)
-    row: dict[str, Any] = {
-        "family": name,
-        "params": sum(p.numel() for p in model.receiver.parameters()),
-    }
+    from sdk.data import DATASET_FOR_SHAPE
+
+    dataset = DATASET_FOR_SHAPE.get(tuple(model.input_shape), "?")
+    params = sum(p.numel() for p in model.receiver.parameters())
+    row: dict[str, Any] = {"family": f"{name} ({dataset}, {params / 1e3:.0f} k)"}
     row["fp32"] = scores(fp32, meta, args.count)
     variants: dict[str, Any] = {}
     forms_extra: dict[str, Path] = {}
-    for method in METHODS:
-        for budget in (None, args.budget_db):
-            tag = f"{method}{'+sens' if budget is not None else ''}"
-            out = work / f"{name}.{tag}.onnx"
-            result = calibrate(
-                fp32,
-                out,
-                Settings(method=method, samples=args.samples, budget_db=budget),
-                show=False,
-            )
-            variants[tag] = {
-                "scores": scores(out, meta, args.count),
-                "float_layers": len(result.excluded),
-            }
+    runs = [(m, True, b) for m in METHODS for b in (None, args.budget_db)]
+    runs += [("entropy", False, b) for b in (None, args.budget_db)]  # heads quantized too
+    for method, heads, budget in runs:
+        tag = f"{method}{'' if heads else ' all-int8'}{'+sens' if budget is not None else ''}"
+        out = work / f"{name}.{tag}.onnx"
+        settings = Settings(method, samples=args.samples, keep_heads=heads, budget_db=budget)
+        result = calibrate(fp32, out, settings, show=False)
+        variants[tag] = {
+            "scores": scores(out, meta, args.count),
+            "float_layers": len(result.excluded),
+        }
     if args.modelopt and ckpt == Path(args.checkpoints[0]):
-        mo = modelopt_variant(plain, meta, args.samples, work / f"{name}.modelopt.onnx")
-        if mo is not None:
-            variants["modelopt-entropy"] = {
-                "scores": scores(mo, meta, args.count),
-                "float_layers": 0,
-            }
+        mo = modelopt_variant(args.modelopt, plain, meta, args.samples, work / f"{name}.mo.onnx")
+        variants["modelopt-entropy"] = {"scores": scores(mo, meta, args.count), "float_layers": 0}
+        forms_extra["modelopt"] = mo
     row["int8"] = variants
-    targets = [v.name for v in onnx.load(str(fp32)).graph.input if v.name != "symbols"]
-    const = calibrate(
-        plain, work / f"{name}.const.onnx", Settings(samples=args.samples), show=False
-    ).path
-    forms = {
-        "fp32": plain,
-        "int8": const,
-        "int8+float-targets": work / f"{name}.entropy.onnx",
-        "int8+int8-targets": int8_weight_inputs(const, work / f"{name}.i8in.onnx", targets),
-    }
-    forms.update(forms_extra)
-    row["latency"] = latency(forms, meta, args.batch, args.threads, args.repeats)
+    row["latency"] = latencies(model, ckpt, name, args, work, forms_extra)
     return row
 
 
@@ -171,7 +209,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         "| family | variant | float layers | " + " | ".join(f"{s:g} dB" for s in SNRS) + " |",
         "|---|---|---|" + "---|" * len(SNRS),
     ]
-    for r in rows:
+    scored = [r for r in rows if "fp32" in r]
+    for r in scored:
 
         def cell(
             sc: dict[float, dict[str, float]], base: dict[float, dict[str, float]] | None
@@ -194,17 +233,15 @@ def table(rows: list[dict[str, Any]]) -> str:
                 + " | ".join(cell(v["scores"], r["fp32"]))
                 + " |"
             )
-    lines += [
-        "",
-        "| family | " + " | ".join(rows[0]["latency"]) + " |",
-        "|---|" + "---|" * len(rows[0]["latency"]),
-    ]
+    forms = list(dict.fromkeys(k for r in rows for k in r["latency"]))
+    lines += ["", "| receiver of | " + " | ".join(forms) + " |", "|---|" + "---|" * len(forms)]
     for r in rows:
-        lines.append(
-            f"| {r['family']} | "
-            + " | ".join(f"{v['ms']:.2f} ms ({v['ratio']:.2f}x)" for v in r["latency"].values())
-            + " |"
-        )
+        times = r["latency"]
+        cells = [
+            f"{times[f]['ms']:.2f} ms ({times[f]['ratio']:.2f}x)" if f in times else "–"
+            for f in forms
+        ]
+        lines.append(f"| {r['family']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -214,6 +251,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if "fp32" in r]
     fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.6), squeeze=False)
     for ax, r in zip(axes[0], rows, strict=True):
         ax.plot(SNRS, [r["fp32"][s]["psnr"] for s in SNRS], "k-o", lw=2, label="fp32")
@@ -232,7 +270,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="+", help="one checkpoint per family")
+    parser.add_argument("checkpoints", nargs="*", help="one checkpoint per family")
     parser.add_argument("--samples", type=int, default=256, help="calibration samples (256)")
     parser.add_argument("--count", type=int, default=180, help="test samples per SNR (180)")
     parser.add_argument("--budget-db", type=float, default=0.5, help="sensitivity budget (0.5)")
@@ -242,11 +280,15 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="PSNR-vs-SNR figure to write")
     parser.add_argument("--json", type=Path, help="raw results to write")
     parser.add_argument(
+        "--probe-hidden", type=int, nargs="*", default=[], help="latency-only DeepJSCC widths"
+    )
+    parser.add_argument(
         "--modelopt", metavar="PYTHON", help="python with nvidia-modelopt[onnx]: compare it too"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [bench(Path(c), args, Path(tmp)) for c in args.checkpoints]
+        rows += [probe(h, args, Path(tmp)) for h in args.probe_hidden]
     print(table(rows))
     if args.plot:
         plot(rows, args.plot)

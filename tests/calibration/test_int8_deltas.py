@@ -51,3 +51,39 @@ def test_switching_is_bit_exact_and_follows_the_delta(mode, int8, ckpt, deltas, 
     rt.deactivate_delta()
     again = rt.infer(symbols)
     assert all(np.array_equal(again[k], v) for k, v in base.items())
+
+
+def test_any_switch_sequence_gives_each_state_its_own_exact_output(int8, deltas, symbols):
+    """Hypothesis stateful: whatever the order, a state's output never changes by a bit."""
+    from hypothesis import settings
+    from hypothesis import strategies as st
+    from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+    runtime = Runtime.load(int8[0])
+    seen: dict[int | None, dict[str, np.ndarray]] = {}
+
+    class Switching(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            runtime.deactivate_delta()
+            self.active: int | None = None
+
+        @rule(which=st.sampled_from(range(len(deltas))))
+        def activate(self, which: int) -> None:
+            runtime.activate_delta(deltas[which])
+            self.active = which
+
+        @rule()
+        def deactivate(self) -> None:
+            runtime.deactivate_delta()
+            self.active = None
+
+        @invariant()
+        def output_is_the_states_own(self) -> None:
+            got = runtime.infer(symbols)
+            want = seen.setdefault(self.active, got)
+            assert all(np.array_equal(got[k], v) for k, v in want.items())
+
+    Switching.TestCase.settings = settings(max_examples=15, stateful_step_count=8, deadline=None)
+    Switching.TestCase().runTest()
+    assert len(seen) == len(deltas) + 1  # base and every delta were visited
