@@ -145,6 +145,10 @@ def calibrate(
     settings = settings or Settings()
     model_path, out = Path(model_path), Path(out)
     calibrator_settings(settings.method, settings.percentile)  # unknown method: fail first
+    if settings.samples < 1 or settings.heldout < 1:
+        raise CalibrationError("--samples and --heldout must be at least 1")
+    if (settings.budget_db is not None and settings.budget_db < 0) or settings.budget_points < 0:
+        raise CalibrationError("drop budgets must be >= 0 (dB for PSNR, points for accuracy)")
     if not model_path.is_file():
         raise CalibrationError(f"{model_path} does not exist; export one with: semedge export CKPT")
     try:

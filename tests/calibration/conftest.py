@@ -45,8 +45,8 @@ def settings():
 
 @pytest.fixture(scope="session")
 def int8(receiver_onnx, settings, tmp_path_factory):
-    """(path, result) of the receiver calibrated with entropy and a 0.5 dB budget."""
+    """(path, result) of the receiver calibrated with the defaults (entropy, heads float)."""
     from calibration.calibrate import calibrate
 
     out = tmp_path_factory.mktemp("q") / "rx.int8.onnx"
-    return out, calibrate(receiver_onnx, out, settings(budget_db=0.5), show=False)
+    return out, calibrate(receiver_onnx, out, settings(), show=False)

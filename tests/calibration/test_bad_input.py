@@ -39,6 +39,8 @@ CASES = {  # case: (tmp_path, good model) -> (model, extra args); expected messa
     "unknown method": (lambda t, m: (m, ["--method", "kl-magic"]), "unknown calibration method"),
     "no such dataset": (lambda t, m: (m, ["--data", "cifar"]), "unknown dataset"),
     "exclude matches nothing": (lambda t, m: (m, ["--exclude", "no*"]), "matches no quantizable"),
+    "negative budget": (lambda t, m: (m, ["--budget-db=-1"]), "budgets must be >= 0"),
+    "no samples": (lambda t, m: (m, ["--samples", "0"]), "must be at least 1"),
     "model without inputs": (lambda t, m: (_no_inputs(t / "n.onnx"), []), "has 0 data inputs"),
     "missing model": (lambda t, m: (t / "gone.onnx", []), "does not exist"),
     "not an onnx file": (_not_onnx, "is not an ONNX model"),
@@ -50,7 +52,19 @@ def test_bad_input_is_one_line(case, receiver_onnx, tmp_path, capsys):
     make, message = CASES[case]
     model, extra = make(tmp_path, receiver_onnx)
     out = tmp_path / "q.onnx"
-    assert main(["calibrate", str(model), "--out", str(out), "--samples", "8", *extra]) == 2
+    assert (
+        main(
+            [
+                "calibrate",
+                str(model),
+                "--out",
+                str(out),
+                *(["--samples", "8"] if "--samples" not in extra else []),
+                *extra,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()

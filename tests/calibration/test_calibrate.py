@@ -40,12 +40,14 @@ def test_excluded_layers_have_no_qdq(receiver_onnx, settings, tmp_path):
     )
 
 
-def test_int8_stays_within_the_reported_bounds(int8, receiver_onnx):
+def test_int8_stays_within_the_reported_bounds(receiver_onnx, settings, tmp_path):
     from calibration.inputs import model_data, task_metrics
     from calibration.sensitivity import run_model
     from sdk.onnx_io import read_metadata
 
-    path, result = int8
+    path = tmp_path / "q.onnx"
+    result = calibrate(receiver_onnx, path, settings(budget_db=0.5, keep_heads=False), show=False)
+    assert len(result.layers) == 6 and all("psnr" in d for d in result.layers.values())
     assert result.fp32["psnr"] - result.int8["psnr"] <= 0.5
     meta = read_metadata(receiver_onnx)
     dims = onnx.load(str(receiver_onnx)).graph.input[0].type.tensor_type.shape.dim
@@ -54,6 +56,25 @@ def test_int8_stays_within_the_reported_bounds(int8, receiver_onnx):
     drop = task_metrics(data, fp32)["psnr"] - task_metrics(data, q)["psnr"]
     assert abs(drop) <= 0.5  # unseen test split, same bound
     assert np.abs(q["recon"] - fp32["recon"]).max() < 0.05  # images in [0, 1]
+
+
+def test_sensitivity_stops_within_budget_or_with_every_layer_float(
+    receiver_onnx, settings, tmp_path
+):
+    from calibration.sensitivity import Budget
+
+    path = tmp_path / "q.onnx"
+    tight = settings(budget_db=1e-4, keep_heads=False, heldout=16)
+    result = calibrate(receiver_onnx, path, tight, show=False)
+    model = onnx.load(str(path))
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    layers = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS]
+    drops = {k: result.fp32[k] - result.int8[k] for k in result.fp32}
+    within = Budget(1e-4).ratio(drops) <= 1
+    assert within or sorted(result.excluded) == sorted(n.name for n in layers)
+    for node in layers:  # the graph is what the record says
+        quantized = producer.get(node.input[1]) == "DequantizeLinear"
+        assert quantized == (node.name not in result.excluded), node.name
 
 
 def test_calibration_is_deterministic(receiver_onnx, settings, tmp_path, monkeypatch):

@@ -84,6 +84,6 @@ def test_any_switch_sequence_gives_each_state_its_own_exact_output(int8, deltas,
             want = seen.setdefault(self.active, got)
             assert all(np.array_equal(got[k], v) for k, v in want.items())
 
-    Switching.TestCase.settings = settings(max_examples=15, stateful_step_count=8, deadline=None)
+    Switching.TestCase.settings = settings(max_examples=8, stateful_step_count=6, deadline=None)
     Switching.TestCase().runTest()
     assert len(seen) == len(deltas) + 1  # base and every delta were visited
