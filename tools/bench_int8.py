@@ -245,7 +245,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, budget_db: float) -> None:
+    """INT8 minus fp32 PSNR per SNR, one panel per family, the budget shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,15 +255,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     rows = [r for r in rows if "fp32" in r]
     fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.6), squeeze=False)
     for ax, r in zip(axes[0], rows, strict=True):
-        ax.plot(SNRS, [r["fp32"][s]["psnr"] for s in SNRS], "k-o", lw=2, label="fp32")
+        ax.axhspan(-budget_db, 0, color="tab:green", alpha=0.08, label=f"budget {budget_db:g} dB")
+        ax.axhline(0, color="k", lw=1)
         for tag, v in r["int8"].items():
-            style = "--" if "+sens" in tag else ":"
-            ax.plot(SNRS, [v["scores"][s]["psnr"] for s in SNRS], style, marker=".", label=tag)
-        ax.set_title(f"{r['family']} receiver")
+            drop = [v["scores"][s]["psnr"] - r["fp32"][s]["psnr"] for s in SNRS]
+            ax.plot(SNRS, drop, "--" if "+sens" in tag else ":", marker="o", ms=3, label=tag)
+        ax.set_ylim(-budget_db * 1.2, budget_db * 0.4)
+        ax.set_title(r["family"], fontsize=9)
         ax.set_xlabel("SNR (dB)")
-        ax.set_ylabel("PSNR (dB)")
+        ax.set_ylabel("INT8 - fp32 PSNR (dB)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -291,7 +294,7 @@ def main() -> None:
         rows += [probe(h, args, Path(tmp)) for h in args.probe_hidden]
     print(table(rows))
     if args.plot:
-        plot(rows, args.plot)
+        plot(rows, args.plot, args.budget_db)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
 
