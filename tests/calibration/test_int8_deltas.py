@@ -87,3 +87,31 @@ def test_any_switch_sequence_gives_each_state_its_own_exact_output(int8, deltas,
     Switching.TestCase.settings = settings(max_examples=8, stateful_step_count=6, deadline=None)
     Switching.TestCase().runTest()
     assert len(seen) == len(deltas) + 1  # base and every delta were visited
+
+
+def test_an_int8_artifact_without_targets_says_how_to_rebuild_and_that_works(
+    ckpt, deltas, symbols, tmp_path
+):
+    from sdk.build import build
+    from sdk.runtime import DeltaTargetError
+
+    fixed = build(
+        ckpt, tmp_path / "a", backend="onnxrt", precision="int8", part="receiver", calib_samples=16
+    )
+    with pytest.raises(DeltaTargetError, match="--precision int8 --delta-targets DELTA_FILE"):
+        Runtime.load(fixed).activate_delta(deltas[0])
+    rebuilt = build(
+        ckpt,
+        tmp_path / "b",
+        backend="onnxrt",
+        precision="int8",
+        part="receiver",
+        calib_samples=16,
+        delta_targets=str(deltas[0]),
+    )
+    rt = Runtime.load(rebuilt)
+    base = rt.infer(symbols)
+    rt.activate_delta(deltas[0])
+    assert not np.array_equal(rt.infer(symbols)["recon"], base["recon"])
+    rt.deactivate_delta()
+    assert np.array_equal(rt.infer(symbols)["recon"], base["recon"])
