@@ -104,19 +104,32 @@ def test_a_cache_hit_skips_calibration(receiver_onnx, settings, tmp_path, monkey
         calibrate(receiver_onnx, tmp_path / "c.onnx", other, show=False)
 
 
-def test_build_records_the_calibration_in_the_manifest(ckpt, tmp_path):
+def test_cli_calibrate_and_build_int8(receiver_onnx, ckpt, tmp_path, capsys):
     from sdk import artifact
-    from sdk.build import build
+    from sdk.cli import main
 
-    art = build(
-        ckpt,
-        tmp_path / "a",
-        backend="onnxrt",
-        precision="int8",
-        part="receiver",
-        calib_samples=32,
-        calib_method="minmax",
+    out = tmp_path / "rx.int8.onnx"
+    argv = ["calibrate", str(receiver_onnx), "--out", str(out), "--samples", "16"]
+    assert main([*argv, "--method", "percentile", "--budget-db", "0.5", "--heldout", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}: int8 percentile" in printed and "psnr: fp32" in printed
+    assert zero_points(onnx.load(str(out)))
+    build = ["build", str(ckpt), "--backend", "onnxrt", "--part", "receiver", "--out"]
+    assert (
+        main(
+            [
+                *build,
+                str(tmp_path / "a"),
+                "--precision",
+                "int8",
+                "--calib-samples",
+                "16",
+                "--calib-method",
+                "minmax",
+            ]
+        )
+        == 0
     )
-    record = artifact.read_manifest(art)["calibration"]
-    assert record["method"] == "minmax" and len(record["cache_key"]) == 64
-    assert artifact.read_manifest(art)["precision"] == "int8"
+    manifest = artifact.read_manifest(tmp_path / "a")
+    assert manifest["precision"] == "int8" and manifest["calibration"]["method"] == "minmax"
+    assert len(manifest["calibration"]["cache_key"]) == 64
