@@ -154,7 +154,7 @@ def calibrate(
     try:
         model = onnx.load(str(model_path))
     except Exception as exc:  # onnx raises DecodeError and friends
-        raise CalibrationError(f"{model_path} is not an ONNX model ({exc})") from None
+        raise CalibrationError(f"{model_path} is not an ONNX model ({first_line(exc)})") from None
     meta = read_metadata(model)
     spec = _data_input(model, model_path)
     dims = [d.dim_value for d in spec.type.tensor_type.shape.dim][1:]

@@ -105,3 +105,27 @@ def sensitivity(
     result.excluded = excluded
     result.int8 = current
     return result
+
+
+def plot_layers(found: Sensitivity, budget: Budget, path: str | Path) -> Path:
+    """Bar chart: each layer's drop when quantized alone, relative to its budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(found.layers)
+    ratios = [budget.ratio(found.layers[n]) for n in names]
+    fig, ax = plt.subplots(figsize=(7.2, 0.35 * len(names) + 1.2))
+    colours = ["tab:red" if n in found.excluded else "tab:blue" for n in names]
+    ax.barh(range(len(names)), ratios, color=colours)
+    ax.set_yticks(range(len(names)), [n.strip("/").replace("/", " ") for n in names], fontsize=7)
+    ax.axvline(1.0, color="k", lw=1, ls="--")
+    ax.set_xlabel("drop quantized alone / budget (red: float)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

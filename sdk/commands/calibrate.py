@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--exclude", action="append", default=[], help="node or weight glob to keep float"
     )
     p.add_argument("--quantize-heads", action="store_true", help="also quantize output heads")
+    p.add_argument("--plot", help="with --budget-db: per-layer sensitivity bar chart (.png)")
     p.set_defaults(func=run)
 
 
@@ -51,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {result.path}: int8 {result.method}, {ranges} ({result.cache_key[:12]}), "
         f"{len(result.excluded)} layer(s) float"
     )
+    if args.plot and result.layers:
+        from calibration.sensitivity import Budget, Sensitivity, plot_layers
+
+        found = Sensitivity(result.layers, result.excluded)
+        budget = Budget(settings.budget_db or 0.0, settings.budget_points)
+        print(f"plot: {plot_layers(found, budget, args.plot)}")
     for metric, value in result.fp32.items():
         print(
             f"  {metric}: fp32 {value:.2f}, int8 {result.int8[metric]:.2f}, "

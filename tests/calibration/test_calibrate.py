@@ -110,7 +110,11 @@ def test_cli_calibrate_and_build_int8(receiver_onnx, ckpt, tmp_path, capsys):
 
     out = tmp_path / "rx.int8.onnx"
     argv = ["calibrate", str(receiver_onnx), "--out", str(out), "--samples", "16"]
-    assert main([*argv, "--method", "percentile", "--budget-db", "0.5", "--heldout", "16"]) == 0
+    plot = ["--plot", str(tmp_path / "layers.png")]
+    assert (
+        main([*argv, "--method", "percentile", "--budget-db", "0.5", "--heldout", "16", *plot]) == 0
+    )
+    assert (tmp_path / "layers.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert f"wrote {out}: int8 percentile" in printed and "psnr: fp32" in printed
     assert zero_points(onnx.load(str(out)))
