@@ -93,6 +93,21 @@ def quantize(
     return out
 
 
+NO_CPU_INT8_KERNEL = ("ConvTranspose",)
+"""Quantized ops ONNX Runtime's CPU provider runs as DQ -> float op -> Q (no int8 kernel,
+microsoft/onnxruntime#8988): correct, but slower than fp32. TensorRT has int8 kernels."""
+
+
+def slow_on_cpu(model: onnx.ModelProto) -> list[str]:
+    """Quantized nodes that ONNX Runtime's CPU provider cannot run in int8."""
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in NO_CPU_INT8_KERNEL and producer.get(n.input[1]) == "DequantizeLinear"
+    ]
+
+
 def zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Every Q/DQ node's zero point (a missing one is 0 by the ONNX spec)."""
     inits = {i.name: i for i in model.graph.initializer}

@@ -40,6 +40,19 @@ def _note(message: str) -> None:
     print(f"semedge build: {message}", file=sys.stderr)
 
 
+def _note_cpu_int8(onnx_path: Path) -> None:
+    import onnx
+
+    from calibration.qdq import slow_on_cpu
+
+    slow = slow_on_cpu(onnx.load(str(onnx_path), load_external_data=False))
+    if slow:
+        _note(
+            f"{len(slow)} int8 ConvTranspose layer(s) have no int8 kernel on ONNX Runtime's CPU "
+            "provider and run as float plus Q/DQ (slower than fp32; see docs/calibration.md)"
+        )
+
+
 def tensorrt_usable() -> bool:
     """True where ``tensorrt`` imports and a CUDA GPU is visible."""
     facts = artifact.local_device_facts()
@@ -124,6 +137,8 @@ def build(
             result = calibrate(onnx_path, work / "model.int8.onnx", settings)
             onnx_path, calibration = result.path, result.record()
             calibration.pop("layers")
+            if backend == "onnxrt":
+                _note_cpu_int8(onnx_path)
         target = None
         files: dict[str, str | Path | bytes] = {}
         targets = meta["delta_targets"]
