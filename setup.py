@@ -35,6 +35,7 @@ setup(
         "cryptography>=41",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        "pillow>=9",  # sdk.data: a user's folder of calibration images
         "scikit-learn>=1.3",
         "scikit-image>=0.21",
         "mlxtend>=0.23",
