@@ -19,6 +19,7 @@ TRAIN = [
     "torch>=2.1",
     "onnxscript>=0.1",
     "matplotlib>=3.7",
+    "pillow>=9",  # sdk.data: a user's folder of images (calibration, adaptation)
     "scikit-learn>=1.3",
     "scikit-image>=0.21",
     "mlxtend>=0.23",

@@ -4,13 +4,14 @@ Backends: ``onnxrt`` (the ONNX file itself) or ``trt`` (a serialized TensorRT pl
 built on the device it will run on). ``auto`` picks ``trt`` where ``tensorrt`` imports
 and a CUDA GPU is present, else ``onnxrt``.
 
-Precision: ``fp32``; ``int8`` through explicit Q/DQ (:mod:`calibration.qdq`, real
-calibration images) for both backends; ``fp16``. On TensorRT ≥ 10.12 the network is
-strongly typed (precision from the graph's dtypes and Q/DQ; fp16 converts the graph),
-before that the FP16/INT8 builder flags are used (:func:`precision_settings`); TF32 is
-always cleared so an fp32 plan is fp32. ONNX Runtime's CPU provider has few fp16
-kernels, so an ``onnxrt`` build asked for fp16 keeps fp32 weights, says so on stderr
-and records ``fp32`` in the manifest (the manifest never claims what was not built).
+Precision: ``fp32``; ``int8`` through explicit Q/DQ (:func:`calibration.calibrate.calibrate`:
+real calibration images, a method, optional per-layer sensitivity under a drop budget;
+its record goes into the manifest as ``calibration``) for both backends; ``fp16`` on
+TensorRT. On TensorRT ≥ 10.12 the network is strongly typed (precision from the graph's
+dtypes and Q/DQ; fp16 converts the graph), before that the FP16/INT8 builder flags are
+used (:func:`precision_settings`); TF32 is always cleared so an fp32 plan is fp32. ONNX
+Runtime's CPU provider has few fp16 kernels, so an ``onnxrt`` build refuses fp16 in one
+line instead of quietly building fp32.
 
 The TensorRT path follows the TensorRT 10 Python API (explicit-batch network, ONNX
 parser, one optimisation profile for batch 1..``max_batch``, strong typing or FP16/INT8
@@ -42,6 +43,19 @@ class BuildError(SemedgeError):
 
 def _note(message: str) -> None:
     print(f"semedge build: {message}", file=sys.stderr)
+
+
+def _note_cpu_int8(onnx_path: Path) -> None:
+    import onnx
+
+    from calibration.qdq import slow_on_cpu
+
+    slow = slow_on_cpu(onnx.load(str(onnx_path), load_external_data=False))
+    if slow:
+        _note(
+            f"{len(slow)} int8 ConvTranspose layer(s) have no int8 kernel on ONNX Runtime's CPU "
+            "provider and run as float plus Q/DQ (slower than fp32; see docs/calibration.md)"
+        )
 
 
 def tensorrt_usable() -> bool:
@@ -81,22 +95,6 @@ def _onnx_from(
     return path, model
 
 
-def _calibration_samples(meta: dict[str, Any], model: Any, dataset: str | None, count: int) -> Any:
-    from calibration.qdq import CalibrationError, calibration_images
-
-    images = calibration_images(tuple(meta["input_shape"]), dataset, count)
-    if meta["part"] != "receiver":
-        return images
-    if model is None:
-        raise CalibrationError(
-            "int8 calibration of a receiver needs its transmitter: build from the checkpoint"
-        )
-    import torch
-
-    with torch.no_grad():
-        return model.transmitter(torch.from_numpy(images)).numpy()
-
-
 def build(
     source: str | Path,
     out: str | Path,
@@ -109,6 +107,8 @@ def build(
     version: str = "1",
     calib_data: str | None = None,
     calib_samples: int = 256,
+    calib_method: str = "entropy",
+    budget_db: float | None = None,
     plugins: Sequence[str | Path] = (),
     timing_cache: str | Path | None = None,
     max_batch: int = 32,
@@ -138,23 +138,28 @@ def build(
         )
     if not 0 <= security_counter < 2**31:
         raise BuildError(f"security counter {security_counter} must be between 0 and 2**31 - 1")
+    if precision == "fp16" and backend == "onnxrt":
+        raise BuildError(
+            "fp16 is a TensorRT precision (ONNX Runtime's CPU provider has few fp16 kernels); "
+            "use --precision int8 or fp32 for onnxrt, or --backend trt on the device"
+        )
     work = Path(tempfile.mkdtemp(prefix="semedge-build-"))
     try:
-        onnx_path, model = _onnx_from(source, work, part, delta_targets, topk_plugin)
+        onnx_path, _ = _onnx_from(source, work, part, delta_targets, topk_plugin)
         meta = read_metadata(onnx_path)
         if not meta:
             raise BuildError(f"{onnx_path} was not exported by semedge; use: semedge export CKPT")
         inputs, outputs = io_specs(load_onnx(onnx_path, load_external_data=False))
+        calibration = None
         if precision == "int8":
-            from calibration.qdq import quantize_qdq
+            from calibration.calibrate import Settings, calibrate
 
-            samples = _calibration_samples(meta, model, calib_data, calib_samples)
-            onnx_path = quantize_qdq(
-                onnx_path, work / "model.int8.onnx", samples, inputs[0]["name"]
-            )
-        if precision == "fp16" and backend == "onnxrt":
-            _note("onnxrt keeps fp32 weights (few fp16 CPU kernels); recorded as fp32")
-            precision = "fp32"
+            settings = Settings(calib_method, calib_data, calib_samples, budget_db=budget_db)
+            result = calibrate(onnx_path, work / "model.int8.onnx", settings)
+            onnx_path, calibration = result.path, result.record()
+            calibration.pop("layers")
+            if backend == "onnxrt":
+                _note_cpu_int8(onnx_path)
         target = None
         files: dict[str, str | Path | bytes] = {}
         targets = meta["delta_targets"]
@@ -186,6 +191,8 @@ def build(
             target=target,
             source=meta.get("source") or str(source),
         )
+        if calibration is not None:
+            manifest["calibration"] = calibration
         return artifact.write_artifact(out, manifest, files)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -32,8 +32,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk-plugin", action="store_true", help="see semedge export --help")
     p.add_argument("--name", help="model name in the manifest (default: source name)")
     p.add_argument("--version", default="1", help="model version in the manifest")
-    p.add_argument("--calib-data", help="int8 calibration dataset (default: by input shape)")
+    p.add_argument(
+        "--calib-data", help="int8 calibration data: mnist|patches|digits|DIR (by input shape)"
+    )
     p.add_argument("--calib-samples", type=int, default=256, help="calibration images")
+    p.add_argument(
+        "--calib-method",
+        default="entropy",
+        choices=("entropy", "percentile", "minmax"),
+        help="int8 activation ranges; see semedge calibrate --help",
+    )
+    p.add_argument(
+        "--budget-db",
+        type=float,
+        help="int8: keep the most sensitive layers float until the PSNR drop is at most this",
+    )
     p.add_argument("--plugin", action="append", default=[], help="TensorRT plugin .so to load")
     p.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
     p.add_argument("--max-batch", type=int, default=32, help="TensorRT profile max batch")
@@ -71,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         version=args.version,
         calib_data=args.calib_data,
         calib_samples=args.calib_samples,
+        calib_method=args.calib_method,
+        budget_db=args.budget_db,
         plugins=args.plugin,
         timing_cache=args.timing_cache,
         max_batch=args.max_batch,

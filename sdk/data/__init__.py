@@ -1,5 +1,16 @@
-"""Offline datasets (real data shipped by pip packages) and domain shifts."""
+"""Offline datasets (real data shipped by pip packages), a user's folder, domain shifts."""
 
 from sdk.data.datasets import DATASETS, SPLITS, DataError, ImageDataset, load_dataset
+from sdk.data.samples import DATASET_FOR_SHAPE, load_folder, sample_images, sample_set
 
-__all__ = ["DATASETS", "SPLITS", "DataError", "ImageDataset", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "DATASET_FOR_SHAPE",
+    "SPLITS",
+    "DataError",
+    "ImageDataset",
+    "load_dataset",
+    "load_folder",
+    "sample_images",
+    "sample_set",
+]

@@ -282,11 +282,15 @@ class Runtime:
         core = self.runner.delta_core()
         foreign = sorted(set(delta.entries) - set(core.shapes))
         if foreign:
-            source_name = (self.manifest or {}).get("model", {}).get("source") or "CKPT"
+            manifest = self.manifest or {}
+            source_name = manifest.get("model", {}).get("source") or "CKPT"
+            precision = manifest.get("precision", "fp32")
+            keep = f" --precision {precision}" if precision != "fp32" else ""
             raise DeltaTargetError(
                 f"delta {delta.domain!r} changes {foreign[0]}, which this {self.runner.backend} "
                 f"model cannot switch (delta mode {self.delta_mode}); rebuild it exposing the "
-                f"delta's tensors: semedge build {source_name} --delta-targets DELTA_FILE --out DIR"
+                f"delta's tensors: semedge build {source_name}{keep} --delta-targets DELTA_FILE "
+                "--out DIR"
             )
         prepared = core.prepare(delta)
         if key is not None:

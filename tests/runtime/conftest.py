@@ -35,9 +35,9 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def real_images():
-    from calibration.qdq import calibration_images
+    from sdk.data import sample_images
 
-    return calibration_images((3, 32, 32), "patches", 6)
+    return sample_images((3, 32, 32), "patches", 6)
 
 
 @pytest.fixture(scope="session")
