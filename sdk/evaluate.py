@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from sdk.data import DataError, ImageDataset
-from sdk.data.shifts import GEOMETRIC, apply_shift
+from sdk.data.shifts import shift_dataset
 from sdk.models.channels import AWGN, check_snr, normalize_power
 
 MIN_MSE = 1e-10
@@ -108,7 +108,7 @@ def evaluate(
     """
     for snr in snrs_db:
         check_snr(float(snr))
-    dataset = _shifted(dataset, domain, strength) if domain else dataset
+    dataset = shift_dataset(dataset, domain, strength) if domain else dataset
     name = label or type(model).__name__
     model.eval()
     rows = []
@@ -141,7 +141,7 @@ def reconstructions(
     each SNR, keyed by row label (for :func:`image_grid`). Noise is seeded as in
     :func:`evaluate`, so the same ``seed`` gives the same channel realisation."""
     picks = dataset.spread(count)
-    images = _shifted(picks, domain, strength).images if domain else picks.images
+    images = shift_dataset(picks, domain, strength).images if domain else picks.images
     rows = {f"{domain} input" if domain else "original": images}
     model.eval()
     for snr in snrs_db:
@@ -166,14 +166,6 @@ def _batch_metrics(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tens
     if "mask_logits" in outputs and "mask" in batch:
         sums["iou"] = float(iou(outputs["mask_logits"], batch["mask"], reduce=False).sum())
     return sums
-
-
-def _shifted(dataset: ImageDataset, domain: str, strength: float | None) -> ImageDataset:
-    images = apply_shift(dataset.images, domain, strength)
-    masks = dataset.masks
-    if masks is not None and domain in GEOMETRIC:
-        masks = (apply_shift(masks, domain, strength) > 0.5).float()
-    return ImageDataset(f"{dataset.name}@{domain}", images, dataset.labels, masks)
 
 
 # --- reference transmitters --------------------------------------------------------

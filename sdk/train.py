@@ -150,6 +150,21 @@ def weighted_sum(
     return torch.stack([w.get(k, 1.0) * v for k, v in parts.items()]).sum()
 
 
+def training_losses(
+    model: nn.Module, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Everything training minimises: :func:`task_losses` plus the model's ``aux`` regulariser.
+
+    Call it right after ``outputs = model(...)`` (the regulariser is the one of that pass).
+    Adaptation (ZFDA, SLF) uses the same parts, so it keeps every task the model learnt.
+    """
+    parts = task_losses(outputs, batch)
+    aux = aux_loss(model)
+    if aux is not None:
+        parts["aux"] = aux
+    return parts
+
+
 def aux_loss(model: nn.Module) -> torch.Tensor | None:
     """The regulariser a model computed in its last forward pass, if it has one.
 
@@ -299,10 +314,7 @@ def _run_epoch(
         x = batch["image"]
         snr = lo + (hi - lo) * torch.rand(x.shape[0], device=device)
         outputs = net(x, snr)
-        parts = task_losses(outputs, batch)
-        aux = aux_loss(model)
-        if aux is not None:
-            parts["aux"] = aux
+        parts = training_losses(model, outputs, batch)
         loss = weighted_sum(parts, config.loss_weights)
         if not torch.isfinite(loss):
             raise TrainError(
@@ -434,6 +446,12 @@ def dataset_of(checkpoint: str | Path, requested: str | None) -> str:
         return requested
     trained = read_config(checkpoint).get("train", {})
     return str(trained.get("data") or "patches")
+
+
+def loss_weights_of(checkpoint: str | Path) -> dict[str, float]:
+    """The task loss weights ``checkpoint`` was trained with (the defaults if not recorded)."""
+    trained = read_config(checkpoint).get("train", {})
+    return {**DEFAULT_WEIGHTS, **trained.get("loss_weights", {})}
 
 
 def history_table(history: list[dict[str, float]]) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from sdk.data.datasets import ImageDataset
 from sdk.errors import SemedgeError
 
 DOMAINS = ("rotation", "perspective", "contrast", "hue")
@@ -69,6 +70,22 @@ def apply_shift(
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         return (mean + (1 + s) * (images - mean)).clamp(0, 1)
     return _hue(images, s)
+
+
+def shift_dataset(
+    dataset: ImageDataset, domain: str, strength: float | None = None, seed: int = 0
+) -> ImageDataset:
+    """``dataset`` as seen in ``domain``, with its labels and (moved along) masks.
+
+    A domain shift changes what the camera sees, not what is in the picture: labels stay,
+    and geometric shifts move the masks with the pixels (re-binarised at 0.5), so
+    adaptation and evaluation under a shift keep every task the model was trained on.
+    """
+    images = apply_shift(dataset.images, domain, strength, seed)
+    masks = dataset.masks
+    if masks is not None and domain in GEOMETRIC:
+        masks = (apply_shift(masks, domain, strength, seed) > 0.5).float()
+    return ImageDataset(f"{dataset.name}@{domain}", images, dataset.labels, masks)
 
 
 def _rotation(degrees: float) -> torch.Tensor:
