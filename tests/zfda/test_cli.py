@@ -46,12 +46,15 @@ def test_adapt_then_inspect(checkpoint, tmp_path, capsys):
     assert main(["delta", "inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "index encoding gap8" in text and "receiver.to_image.weight" in text
-    psnr = {}
-    for extra in ([], ["--delta", str(out)]):
-        evaluate = ["eval", str(checkpoint), "--data", "mnist", "--snr", "10", "--json"]
-        assert main([*evaluate, "--domain", "rotation", *extra]) == 0
-        psnr[bool(extra)] = json.loads(capsys.readouterr().out)[0]["psnr"]
-    assert psnr[True] != psnr[False]  # the delta was applied
+    evaluate = ["eval", str(checkpoint), "--data", "mnist", "--snr", "10", "--domain", "rotation"]
+    assert main([*evaluate, "--json"]) == 0
+    (plain,) = json.loads(capsys.readouterr().out)
+    figures = ["--plot", str(tmp_path / "p.png"), "--examples", str(tmp_path / "e.png")]
+    assert main([*evaluate, "--json", "--delta", str(out), *figures]) == 0
+    base, adapted = json.loads(capsys.readouterr().out)  # both, labelled
+    assert (base["model"], adapted["model"]) == ("DeepJSCC base", "DeepJSCC + rotation delta")
+    assert base["psnr"] == plain["psnr"] != adapted["psnr"]  # the delta was applied, then off
+    assert (tmp_path / "p.png").is_file() and (tmp_path / "e.png").is_file()
 
 
 @pytest.mark.parametrize("data", ["mnist", "digits"])
