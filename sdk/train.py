@@ -46,7 +46,11 @@ from sdk.models.channels import check_snr
 from sdk.models.registry import build_model, model_class
 
 STATE_FILE = "train_state.pt"
-DEFAULT_WEIGHTS = {"recon": 1.0, "logits": 1.0, "mask_logits": 1.0, "aux": 1.0}
+DEFAULT_WEIGHTS = {"recon": 1.0, "logits": 0.05, "mask_logits": 1.0, "aux": 1.0}
+"""Task loss weights when none are given. ``logits`` is 1/20 because a pixel MSE is ~50x
+smaller than a 10-class cross-entropy: at 1 each, MNIST's default DeepJSCC (recon +
+logits) reached 13.3 dB after 3 epochs, barely above the mean image (11.6 dB); at 0.05
+it reaches 16.8 dB with 53 % accuracy (recon only: 19.0 dB). Table in docs/training.md."""
 SCHEDULES = ("cosine", "constant")
 
 

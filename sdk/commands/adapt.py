@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data",
         help="patches | mnist | digits (default: what the checkpoint was trained on)",
     )
-    z.add_argument("--limit", type=int, help="use only the first N training images")
+    z.add_argument(
+        "--limit", type=int, help="use only N training images, spread evenly over the split"
+    )
     z.add_argument(
         "--sparsity", type=float, default=0.01, help="γ, fraction of adapted weights (0.0001-0.1)"
     )
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         if args.limit < 1:
             raise ZFDAError(f"--limit {args.limit} must be at least 1 (training images to use)")
-        data = data.subset(range(min(args.limit, len(data))))
+        data = data.spread(args.limit)  # every class: mnist's split is sorted by digit
     shifted = shift_dataset(data, args.domain, args.strength)  # a bad --domain fails fast
     model = load_checkpoint(checkpoint)
     check_compatible(model, shifted)
