@@ -16,7 +16,7 @@ like a model (``m(x, snr_db) -> {"recon": ...}``) so the same :func:`evaluate` r
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from sdk.data import DataError, ImageDataset
-from sdk.data.shifts import GEOMETRIC, apply_shift
+from sdk.data.shifts import shift_dataset
 from sdk.files import save_figure
 from sdk.models.channels import AWGN, check_snr, normalize_power
 
@@ -109,7 +109,7 @@ def evaluate(
     """
     for snr in snrs_db:
         check_snr(float(snr))
-    dataset = _shifted(dataset, domain, strength) if domain else dataset
+    dataset = shift_dataset(dataset, domain, strength) if domain else dataset
     name = label or type(model).__name__
     model.eval()
     rows = []
@@ -129,6 +129,31 @@ def evaluate(
     return rows
 
 
+def with_and_without_delta(
+    model: nn.Module, delta: str | Path | None
+) -> Iterator[tuple[str, nn.Module]]:
+    """``(label, model)`` pairs to evaluate: the model alone, or with a ``delta`` file the
+    base model and then the model with the delta switched on (labels say which).
+
+    The delta is validated before anything runs and switched off again (bit-exact) when
+    the iteration ends, so comparing the two never leaves the model changed.
+    """
+    name = type(model).__name__
+    if delta is None:
+        yield name, model
+        return
+    from sdk.delta import TorchDeltas
+
+    deltas = TorchDeltas(model)
+    loaded = deltas.load(delta)
+    yield f"{name} base", model
+    deltas.activate(loaded)
+    try:
+        yield f"{name} + {loaded} delta", model
+    finally:
+        deltas.deactivate()
+
+
 def reconstructions(
     model: nn.Module,
     dataset: ImageDataset,
@@ -137,13 +162,15 @@ def reconstructions(
     seed: int = 0,
     domain: str | None = None,
     strength: float | None = None,
+    label: str = "output",
 ) -> dict[str, torch.Tensor]:
-    """``count`` images spread over ``dataset`` and the model's reconstruction of them at
-    each SNR, keyed by row label (for :func:`image_grid`). Noise is seeded as in
-    :func:`evaluate`, so the same ``seed`` gives the same channel realisation."""
+    """``count`` images spread over ``dataset`` (row ``"input"``, or ``"<domain> input"``)
+    and the model's reconstruction of them at each SNR (rows ``"<label> @ <snr> dB"``),
+    for :func:`image_grid`. Noise is seeded as in :func:`evaluate`, so the same ``seed``
+    gives the same channel realisation."""
     picks = dataset.spread(count)
-    images = _shifted(picks, domain, strength).images if domain else picks.images
-    rows = {f"{domain} input" if domain else "original": images}
+    images = shift_dataset(picks, domain, strength).images if domain else picks.images
+    rows = {f"{domain} input" if domain else "input": images}
     model.eval()
     for snr in snrs_db:
         check_snr(float(snr))
@@ -152,7 +179,7 @@ def reconstructions(
             outputs = model(images, float(snr))
         if "recon" not in outputs:
             raise DataError(f"{type(model).__name__} has no reconstruction output to show")
-        rows[f"@ {snr:g} dB"] = outputs["recon"]
+        rows[f"{label} @ {snr:g} dB"] = outputs["recon"]
     return rows
 
 
@@ -167,14 +194,6 @@ def _batch_metrics(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tens
     if "mask_logits" in outputs and "mask" in batch:
         sums["iou"] = float(iou(outputs["mask_logits"], batch["mask"], reduce=False).sum())
     return sums
-
-
-def _shifted(dataset: ImageDataset, domain: str, strength: float | None) -> ImageDataset:
-    images = apply_shift(dataset.images, domain, strength)
-    masks = dataset.masks
-    if masks is not None and domain in GEOMETRIC:
-        masks = (apply_shift(masks, domain, strength) > 0.5).float()
-    return ImageDataset(f"{dataset.name}@{domain}", images, dataset.labels, masks)
 
 
 # --- reference transmitters --------------------------------------------------------
@@ -245,7 +264,13 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 _HEADERS = {"psnr": "PSNR dB", "ssim": "SSIM", "accuracy": "acc %", "iou": "IoU"}
-_AXIS_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "accuracy": "accuracy", "iou": "IoU"}
+_AXIS_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "accuracy": "accuracy (%)", "iou": "IoU"}
+_PLOT_SCALE = {"accuracy": 100.0}  # plotted in % as the table prints it
+_AXIS_RANGE = {"accuracy": (0.0, 100.0), "ssim": (0.0, 1.0), "iou": (0.0, 1.0)}
+"""Bounded metrics keep their whole range on the axis: auto-zoom would blow a 0.4-point
+difference up to full height."""
+MIN_PSNR_SPAN = 2.0
+"""PSNR has no upper bound and is auto-scaled, but over at least this many dB."""
 
 
 def _format_metric(name: str, value: float | None) -> str:
@@ -259,7 +284,19 @@ def _format_metric(name: str, value: float | None) -> str:
 
 
 def plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
-    """Each metric vs SNR (one panel per metric, one line per model) as a PNG."""
+    """:func:`sweep_figure` saved as a PNG at ``path``."""
+    return _save(sweep_figure(rows, title), path)
+
+
+def sweep_figure(rows: Sequence[dict[str, Any]], title: str | None = None) -> Any:
+    """Each metric vs SNR (one panel per metric, one line per model, legend): a figure.
+
+    Accuracy is drawn in % (as :func:`format_table` prints it); accuracy, SSIM and IoU
+    axes span their whole range (:data:`_AXIS_RANGE`); the PSNR axis is auto-scaled but
+    spans at least :data:`MIN_PSNR_SPAN` dB, so hundredths of a dB do not look like a gap.
+    Rows of different domains are told apart in the legend; one shared domain goes into
+    the title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,33 +304,64 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = N
 
     metrics = [m for m in METRICS if any(m in r for r in rows)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
+    domains = {r.get("domain") for r in rows}
     series: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        key = r["model"] + (f" ({r['domain']})" if r.get("domain") else "")
+        shown = len(domains) > 1 and r.get("domain")
+        key = r["model"] + (f" ({r['domain']})" if shown else "")
         series.setdefault(key, []).append(r)
     colours = [f"C{i}" for i in range(10)]  # the default colour cycle
     for ax, metric in zip(axes[0], metrics, strict=True):
+        scale = _PLOT_SCALE.get(metric, 1.0)
         for i, (key, points) in enumerate(series.items()):
-            pts = sorted((p["snr_db"], p[metric]) for p in points if metric in p)
+            pts = sorted((p["snr_db"], scale * p[metric]) for p in points if metric in p)
             colour = colours[i % len(colours)]
             if len(pts) == 1:
                 at = f"{key} @ {pts[0][0]:g} dB"
                 ax.axhline(pts[0][1], linestyle="--", linewidth=1, color=colour, label=at)
             elif pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", color=colour, label=key)
+                # line style and marker vary too, so a curve drawn over an equal one shows
+                style = {"linestyle": "-:"[i % 2], "marker": "os^v"[i % 4], "fillstyle": "none"}
+                ax.plot(*zip(*pts, strict=True), color=colour, label=key, **style)
         ax.set_xlabel("channel SNR (dB)")
         ax.set_ylabel(_AXIS_LABELS[metric])
+        drawn = [scale * r[metric] for r in rows if metric in r]
+        if metric in _AXIS_RANGE:
+            lo, hi = _AXIS_RANGE[metric]
+            ax.set_ylim(min(lo, *drawn), max(hi, *drawn))  # SSIM can dip below 0
+        elif max(drawn) - min(drawn) < MIN_PSNR_SPAN:
+            middle = (max(drawn) + min(drawn)) / 2
+            ax.set_ylim(middle - MIN_PSNR_SPAN / 2, middle + MIN_PSNR_SPAN / 2)
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    (domain,) = domains if len(domains) == 1 else (None,)
+    if title or domain:
+        fig.suptitle(" ".join(filter(None, [title, domain and f"(domain: {domain})"])))
+    return fig
 
 
 def image_grid(
-    rows: Mapping[str, torch.Tensor], path: str | Path, title: str | None = None
+    rows: Mapping[str, torch.Tensor],
+    path: str | Path,
+    title: str | None = None,
+    targets: Mapping[str, str] | None = None,
 ) -> Path:
-    """One labelled row of images per entry (``[N, C, H, W]`` in [0, 1]) as a PNG."""
+    """:func:`grid_figure` saved as a PNG at ``path``."""
+    return _save(grid_figure(rows, title, targets), path)
+
+
+def grid_figure(
+    rows: Mapping[str, torch.Tensor],
+    title: str | None = None,
+    targets: Mapping[str, str] | None = None,
+) -> Any:
+    """One labelled row of images per entry (``[N, C, H, W]`` in [0, 1]): a figure.
+
+    ``targets`` maps a row to the row it should reproduce (e.g. a reconstruction to the
+    images that were sent); each of its tiles is captioned with its PSNR against the
+    tile above it in that row.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -301,19 +369,26 @@ def image_grid(
 
     count = max(len(images) for images in rows.values())
     fig, axes = plt.subplots(
-        len(rows), count, figsize=(1.1 * count + 1.6, 1.15 * len(rows)), squeeze=False
+        len(rows), count, figsize=(1.1 * count + 2.0, 1.3 * len(rows) + 0.3), squeeze=False
     )
+    targets = targets or {}
     for ax_row, (label, images) in zip(axes, rows.items(), strict=True):
+        scores = None
+        if label in targets:
+            reference = rows[targets[label]]
+            scores = psnr(images.detach(), reference[: len(images)], reduce=False)
         for i, ax in enumerate(ax_row):
             ax.set_xticks([])
             ax.set_yticks([])
             if i < len(images):
                 image = images[i].detach().clamp(0, 1).permute(1, 2, 0).squeeze(-1)
                 ax.imshow(image.numpy(), cmap="gray" if image.dim() == 2 else None)
+                if scores is not None:
+                    ax.set_xlabel(f"{float(scores[i]):.1f} dB", fontsize=7, labelpad=1)
         ax_row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def _save(fig: Any, path: str | Path) -> Path:

@@ -1,4 +1,8 @@
-"""Shared test setup: deterministic seeds, and tiny models built once per session."""
+"""Shared test setup: deterministic seeds, one torch thread, and tiny models.
+
+One torch thread per test: on a shared 2-core CI box, spinning thread pools of parallel
+jobs slow small models down ~3x (measured); restored after each test.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,14 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

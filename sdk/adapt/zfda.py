@@ -9,8 +9,14 @@ The result is a :class:`sdk.delta.Delta` holding ``V`` at the mask positions, wh
 
 Choices where the seed (arXiv 2411.19385) is vague, all parameters of :class:`ZFDAConfig`:
 
+* Loss: the losses the model was trained with (:func:`sdk.train.training_losses`: every
+  task output that has a target in the batch, plus the model's regulariser) weighted by
+  ``loss_weights`` (``semedge adapt zfda`` passes the checkpoint's training weights). A
+  domain shift does not remove labels, so a classifier head keeps being supervised.
 * Adapted layers: the ``weight`` of every Conv*/ConvTranspose*/Linear module on the
-  chosen ``side`` (biases and norms stay frozen).
+  chosen ``side`` that the loss reaches (biases and norms stay frozen). A weight the
+  loss does not reach, e.g. a classifier head when the data has no labels, gets no
+  budget: nothing could train it.
 * Layer budget ``k_l`` proportional to ``d_in + d_out``, where ``d_out`` is the output
   channel/feature count and ``d_in = weight.numel() / d_out`` (the fan-in of one output:
   ``c_in/groups * kernel area`` for convolutions); it sums exactly to ``round(γ·P)``
@@ -41,7 +47,7 @@ from tqdm import tqdm
 from sdk.delta import Delta, DeltaEntry
 from sdk.errors import SemedgeError
 from sdk.fingerprint import model_fingerprint
-from sdk.train import DEFAULT_WEIGHTS, task_loss
+from sdk.train import DEFAULT_WEIGHTS, training_losses, weighted_sum
 
 SIDES = ("encoder", "decoder", "both")
 SPARSITY_RANGE = (1e-4, 0.1)
@@ -197,27 +203,41 @@ def _loss(
     lo, hi = config.snr_db
     snr = lo + (hi - lo) * torch.rand(x.shape[0])
     outputs = torch.func.functional_call(model, weights, (x, snr))
-    return task_loss(outputs, batch, config.loss_weights)
+    return weighted_sum(training_losses(model, outputs, batch), config.loss_weights)
 
 
-def _init_scores(sam: _SAM, model: nn.Module, loader: DataLoader, config: ZFDAConfig) -> None:
-    if config.score_init == "random":
-        for s in sam.scores:
-            nn.init.uniform_(s, 0.0, 1.0)
-        return
-    base = {n: sam.base[n].clone().requires_grad_(True) for n in sam.names}
-    grads = [torch.zeros_like(s) for s in sam.scores]
-    for i, batch in enumerate(loader):
-        if i == config.score_init_batches:
+def _gradient_magnitudes(
+    model: nn.Module, names: list[str], loader: DataLoader, config: ZFDAConfig
+) -> dict[str, torch.Tensor]:
+    """Mean flat ``|dL/dW0|`` of each named weight that the loss reaches.
+
+    Over ``score_init_batches`` batches (one when the scores start at random: then only
+    which weights the loss reaches is needed). Unreached weights are left out.
+    """
+    params = dict(model.named_parameters())
+    base = {n: params[n].detach().clone().requires_grad_(True) for n in names}
+    batches = config.score_init_batches if config.score_init == "grad" else 1
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    for batch in loader:
+        if count == batches:
             break
         loss = _loss(model, dict(base), batch, config)
-        for g, d in zip(
-            grads, torch.autograd.grad(loss, [base[n] for n in sam.names]), strict=True
-        ):
-            g += d.abs().flatten()
+        grads = torch.autograd.grad(loss, list(base.values()), allow_unused=True)
+        for name, grad in zip(base, grads, strict=True):
+            if grad is not None:
+                sums[name] = sums.get(name, 0) + grad.abs().flatten()
+        count += 1
+    return {n: g / max(count, 1) for n, g in sums.items()}
+
+
+def _init_scores(sam: _SAM, magnitudes: Mapping[str, torch.Tensor], config: ZFDAConfig) -> None:
     with torch.no_grad():
-        for s, g in zip(sam.scores, grads, strict=True):
-            s.copy_(g / max(1, config.score_init_batches))
+        for name, s in zip(sam.names, sam.scores, strict=True):
+            if config.score_init == "random":
+                nn.init.uniform_(s, 0.0, 1.0)
+            else:
+                s.copy_(magnitudes[name])
 
 
 def adapt_zfda(
@@ -237,8 +257,6 @@ def adapt_zfda(
     fingerprint = model_fingerprint(model)
     dims = adaptable_weights(model, config.side)
     params = dict(model.named_parameters())
-    sizes = {n: params[n].numel() for n in dims}
-    budget = allocate_budget(sizes, {n: float(sum(d)) for n, d in dims.items()}, config.sparsity)
     torch.manual_seed(config.seed)
     was_training = model.training
     flags = {n: p.requires_grad for n, p in params.items()}
@@ -246,9 +264,17 @@ def adapt_zfda(
     for p in params.values():
         p.requires_grad_(False)
     try:
-        sam = _SAM(model, budget)
         loader = _batches(train_set, config)
-        _init_scores(sam, model, loader, config)
+        magnitudes = _gradient_magnitudes(model, list(dims), loader, config)
+        if not magnitudes:
+            raise ZFDAError(
+                f"no task loss reaches the {config.side} side of {type(model).__name__}; "
+                "adapt another --side"
+            )
+        sizes = {n: params[n].numel() for n in dims if n in magnitudes}
+        weights = {n: float(sum(dims[n])) for n in sizes}
+        sam = _SAM(model, allocate_budget(sizes, weights, config.sparsity))
+        _init_scores(sam, magnitudes, config)
         opt_s = torch.optim.SGD(sam.scores.parameters(), lr=config.lr_scores)
         opt_v = torch.optim.Adam(sam.values.parameters(), lr=config.lr_values)
         previous = [m.detach().clone() for m in sam.masks()]

@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data",
         help="patches | mnist | digits (default: what the checkpoint was trained on)",
     )
-    z.add_argument("--limit", type=int, help="use only the first N training images")
+    z.add_argument(
+        "--limit", type=int, help="use only N training images, spread evenly over the split"
+    )
     z.add_argument(
         "--sparsity", type=float, default=0.01, help="γ, fraction of adapted weights, 0.0001-0.1"
     )
@@ -59,13 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdk.adapt.zfda import ZFDAConfig, adapt_zfda
+    from sdk.adapt.zfda import ZFDAConfig, ZFDAError, adapt_zfda
     from sdk.checkpoint import WEIGHTS, load_checkpoint, resolve
-    from sdk.data import ImageDataset, load_dataset
-    from sdk.data.shifts import apply_shift
+    from sdk.data import load_dataset
+    from sdk.data.shifts import shift_dataset
     from sdk.delta import save_delta
     from sdk.evaluate import check_compatible
-    from sdk.train import dataset_of
+    from sdk.train import dataset_of, loss_weights_of
 
     config = ZFDAConfig(
         sparsity=args.sparsity,
@@ -79,11 +81,13 @@ def run(args: argparse.Namespace) -> int:
     )
     config.validate()
     checkpoint = resolve(args.checkpoint)
+    config.loss_weights = loss_weights_of(checkpoint)  # adapt with what it was trained with
     data = load_dataset(dataset_of(checkpoint, args.data), "train")
-    images = data.images[: args.limit] if args.limit else data.images
-    shifted = ImageDataset(  # before the model loads: a bad --domain fails fast
-        f"{data.name}@{args.domain}", apply_shift(images, args.domain, args.strength)
-    )
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ZFDAError(f"--limit {args.limit} must be at least 1 (training images to use)")
+        data = data.spread(args.limit)  # every class: mnist's split is sorted by digit
+    shifted = shift_dataset(data, args.domain, args.strength)  # a bad --domain fails fast
     model = load_checkpoint(checkpoint)
     check_compatible(model, shifted)
     history: list[dict[str, float]] = []

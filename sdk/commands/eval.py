@@ -28,7 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strength", type=float, help="domain shift strength (default: per domain)")
     p.add_argument("--seed", type=int, default=0, help="channel-noise seed")
     p.add_argument(
-        "--delta", metavar="FILE", help="activate this ZFDA delta (semedge adapt zfda) first"
+        "--delta",
+        metavar="FILE",
+        help="also evaluate with this ZFDA delta (semedge adapt zfda) switched on: rows, "
+        "curves and example rows for the base model and with the delta",
     )
     p.add_argument("--plot", metavar="PNG", help="also plot the metrics vs SNR to this file")
     p.add_argument(
@@ -41,16 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_model(args: argparse.Namespace) -> Any:
-    """The model to evaluate (the one place to change what ``eval`` runs)."""
+    """The model to evaluate (the one place to change what ``eval`` loads)."""
     from sdk.checkpoint import load_checkpoint
 
-    model = load_checkpoint(args.checkpoint)
-    if args.delta:
-        from sdk.delta import TorchDeltas
-
-        deltas = TorchDeltas(model)
-        deltas.activate(deltas.load(args.delta))
-    return model
+    return load_checkpoint(args.checkpoint)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         image_grid,
         plot,
         reconstructions,
+        with_and_without_delta,
     )
     from sdk.options import check_figure_path, parse_snrs
     from sdk.train import dataset_of
@@ -74,18 +72,25 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     dataset = load_dataset(dataset_of(args.checkpoint, args.data), args.split)
     check_compatible(model, dataset)
-    rows = evaluate(
-        model, dataset, snrs, seed=args.seed, domain=args.domain, strength=args.strength
-    )
+    shift = {"domain": args.domain, "strength": args.strength}
+    rows: list[dict[str, Any]] = []
+    shown: dict[str, Any] = {}
+    for label, variant in with_and_without_delta(model, args.delta):
+        rows += evaluate(variant, dataset, snrs, seed=args.seed, label=label, **shift)
+        if args.examples:
+            tag = "output" if args.delta is None else label
+            shown.update(
+                reconstructions(variant, dataset, snrs, seed=args.seed, label=tag, **shift)
+            )
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     figures = []
     if args.plot:
         figures.append(plot(rows, args.plot, title=f"{args.checkpoint} on {dataset.name}"))
     if args.examples:
-        shown = reconstructions(
-            model, dataset, snrs, seed=args.seed, domain=args.domain, strength=args.strength
-        )
-        figures.append(image_grid(shown, args.examples, title=f"{args.checkpoint}"))
+        sent = next(iter(shown))
+        targets = {row: sent for row in shown if row != sent}
+        title = f"{args.checkpoint}: outputs with their PSNR against the input"
+        figures.append(image_grid(shown, args.examples, title=title, targets=targets))
     if not args.json:
         for path in figures:
             print(f"figure: {path}")

@@ -135,24 +135,31 @@ def _adapt(model: Any, train_set: Any, test_set: Any, out: Path, preset: Preset,
 
     from sdk.adapt.zfda import ZFDAConfig, adapt_zfda
     from sdk.checkpoint import RUN_CHECKPOINT, WEIGHTS
-    from sdk.data import ImageDataset
-    from sdk.data.shifts import apply_shift
+    from sdk.data.shifts import shift_dataset
     from sdk.delta import TorchDeltas, save_delta
     from sdk.evaluate import evaluate, image_grid, reconstructions
 
-    images = train_set.spread(preset.zfda_patches).images
-    shifted = ImageDataset(f"patches@{DOMAIN}", apply_shift(images, DOMAIN))
+    shifted = shift_dataset(train_set.spread(preset.zfda_patches), DOMAIN)
     delta = adapt_zfda(model, shifted, DOMAIN, ZFDAConfig(epochs=preset.zfda_epochs, seed=seed))
     path = save_delta(delta, out / f"{DOMAIN}.delta.safetensors")
-    original, received = reconstructions(model, test_set, [REPORT_DB], seed=seed).values()
-    camera, base_view = reconstructions(
+    # Rows say what they show: what was sent, and what DeepJSCC made of it at REPORT_DB.
+    clean_in, clean_out = reconstructions(model, test_set, [REPORT_DB], seed=seed).values()
+    camera_in, base_out = reconstructions(
         model, test_set, [REPORT_DB], seed=seed, domain=DOMAIN
     ).values()
+    at = f"@ {REPORT_DB:g} dB"
+    rows = {
+        "clean": "clean photo\n(sent)",
+        "clean out": f"DeepJSCC output\n{at}",
+        "camera": f"{DOMAIN}-shifted\ncamera (sent)",
+        "base out": f"base model\noutput {at}",
+        "delta out": f"with the {DOMAIN}\ndelta {at}",
+    }
     examples = {
-        "original": original,
-        f"received @ {REPORT_DB:g} dB": received,
-        f"{DOMAIN} camera": camera,
-        "base model": base_view,
+        rows["clean"]: clean_in,
+        rows["clean out"]: clean_out,
+        rows["camera"]: camera_in,
+        rows["base out"]: base_out,
     }
     with torch.no_grad():
         symbols = model.transmitter(test_set.images[:64])
@@ -161,13 +168,16 @@ def _adapt(model: Any, train_set: Any, test_set: Any, out: Path, preset: Preset,
     deltas = TorchDeltas(model)
     deltas.activate(deltas.load(path))
     adapted = evaluate(model, test_set, [REPORT_DB], domain=DOMAIN)[0]["psnr"]
-    examples["with the delta"] = reconstructions(
+    _, examples[rows["delta out"]] = reconstructions(
         model, test_set, [REPORT_DB], seed=seed, domain=DOMAIN
-    )[f"@ {REPORT_DB:g} dB"]
+    ).values()
     deltas.deactivate()
     with torch.no_grad():
         identical = torch.equal(model.receiver(symbols)["recon"], before)
-    png = image_grid(examples, out / "examples.png", title=f"held-out photo, SNR {REPORT_DB:g} dB")
+    targets = {rows["clean out"]: rows["clean"]}
+    targets |= {rows[k]: rows["camera"] for k in ("base out", "delta out")}
+    title = f"held-out photo, channel SNR {REPORT_DB:g} dB; PSNR of each output vs what was sent"
+    png = image_grid(examples, out / "examples.png", title=title, targets=targets)
     share = 100 * path.stat().st_size / (out / RUN_CHECKPOINT / WEIGHTS).stat().st_size
     print(
         f"delta {path}: {delta.nnz} weights, {path.stat().st_size:,} bytes "

@@ -7,7 +7,17 @@ import pytest
 import torch
 
 from sdk.data import load_dataset
-from sdk.evaluate import MeanColour, Uncoded, format_table, iou, plot, psnr, ssim
+from sdk.evaluate import (
+    MeanColour,
+    Uncoded,
+    format_table,
+    grid_figure,
+    iou,
+    plot,
+    psnr,
+    ssim,
+    sweep_figure,
+)
 
 
 def test_psnr_of_known_mse():
@@ -74,3 +84,49 @@ def test_table_and_plot(tmp_path):
     assert "25.00" in table[2] and "90.0" in table[2] and table[3].rstrip().endswith("-")
     png = plot(rows, tmp_path / "sweep.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _panels(fig) -> dict[str, object]:
+    return {ax.get_ylabel(): ax for ax in fig.axes}
+
+
+def test_bounded_metrics_span_their_whole_range():
+    """A 0.4-point accuracy difference must not fill the panel: 0-100 %, as the table."""
+    rows = [
+        {"model": "m", "snr_db": s, "psnr": 20.0 + s / 1000, "ssim": 0.81, "accuracy": a}
+        for s, a in ((0.0, 0.971), (10.0, 0.975))
+    ]
+    panels = _panels(sweep_figure(rows))
+    assert panels["accuracy (%)"].get_ylim() == (0.0, 100.0)
+    assert [round(y, 1) for y in panels["accuracy (%)"].lines[0].get_ydata()] == [97.1, 97.5]
+    assert panels["SSIM"].get_ylim() == (0.0, 1.0)
+    low, high = panels["PSNR (dB)"].get_ylim()  # hundredths of a dB do not fill it either
+    assert high - low >= 2.0 and low < 20.0 < high
+    spread = [{"model": "m", "snr_db": s, "psnr": p} for s, p in ((0.0, 10.0), (10.0, 30.0))]
+    low, high = _panels(sweep_figure(spread))["PSNR (dB)"].get_ylim()
+    assert low < 10.0 and 30.0 < high < 40.0  # a real spread is auto-scaled
+
+
+def test_base_and_delta_curves_are_told_apart():
+    rows = [
+        {"model": name, "snr_db": s, "psnr": 20.0 + s / 4, "domain": "hue"}
+        for name in ("DeepJSCC base", "DeepJSCC + hue delta")
+        for s in (0.0, 10.0)
+    ]
+    fig = sweep_figure(rows, "run")
+    ax = _panels(fig)["PSNR (dB)"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [r["model"] for r in rows[::2]]
+    base, delta = ax.lines
+    assert (base.get_linestyle(), base.get_marker()) != (delta.get_linestyle(), delta.get_marker())
+    assert fig._suptitle.get_text() == "run (domain: hue)"
+
+
+def test_grid_captions_each_output_with_its_psnr():
+    sent = torch.rand(3, 1, 8, 8)
+    received = (sent + 0.1 * torch.randn_like(sent)).clamp(0, 1)
+    fig = grid_figure({"sent": sent, "output": received}, targets={"output": "sent"})
+    axes = fig.axes
+    assert [ax.get_xlabel() for ax in axes[:3]] == ["", "", ""]
+    expected = [f"{float(p):.1f} dB" for p in psnr(received, sent, reduce=False)]
+    assert [ax.get_xlabel() for ax in axes[3:]] == expected
+    assert axes[3].get_ylabel() == "output"

@@ -46,12 +46,43 @@ def test_adapt_then_inspect(checkpoint, tmp_path, capsys):
     assert main(["delta", "inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "index encoding gap8" in text and "receiver.to_image.weight" in text
-    psnr = {}
-    for extra in ([], ["--delta", str(out)]):
-        evaluate = ["eval", str(checkpoint), "--data", "mnist", "--snr", "10", "--json"]
-        assert main([*evaluate, "--domain", "rotation", *extra]) == 0
-        psnr[bool(extra)] = json.loads(capsys.readouterr().out)[0]["psnr"]
-    assert psnr[True] != psnr[False]  # the delta was applied
+    evaluate = ["eval", str(checkpoint), "--data", "mnist", "--snr", "10", "--domain", "rotation"]
+    assert main([*evaluate, "--json"]) == 0
+    (plain,) = json.loads(capsys.readouterr().out)
+    figures = ["--plot", str(tmp_path / "p.png"), "--examples", str(tmp_path / "e.png")]
+    assert main([*evaluate, "--json", "--delta", str(out), *figures]) == 0
+    base, adapted = json.loads(capsys.readouterr().out)  # both, labelled
+    assert (base["model"], adapted["model"]) == ("DeepJSCC base", "DeepJSCC + rotation delta")
+    assert base["psnr"] == plain["psnr"] != adapted["psnr"]  # the delta was applied, then off
+    assert (tmp_path / "p.png").is_file() and (tmp_path / "e.png").is_file()
+
+
+@pytest.mark.parametrize("data", ["mnist", "digits"])
+@pytest.mark.parametrize("side", ["decoder", "both"])
+def test_adapt_a_classifier_with_its_training_losses(tmp_path, capsys, data, side):
+    """The issue's repro: a checkpoint with a classification head, trained with recorded
+    loss weights. ZFDA keeps the labels under the shift and uses those weights."""
+    from sdk.data import load_dataset
+    from sdk.train import build_for_data
+
+    torch.manual_seed(0)
+    model = build_for_data("DeepJSCC", {"hidden": 4}, load_dataset(data, "val"))
+    weights = {"recon": 1.0, "logits": 0.0, "mask_logits": 1.0, "aux": 1.0}
+    train = {"data": data, "loss_weights": weights}
+    checkpoint = save_checkpoint(model, tmp_path / "ckpt", extra={"train": train})
+    out = tmp_path / "rot.delta.safetensors"
+    argv = ["adapt", "zfda", str(checkpoint), "--domain", "rotation", "--side", side]
+    argv += ["--limit", "32", "--epochs", "1", "--sparsity", "0.1", "--out", str(out)]
+
+    def first_loss() -> float:
+        assert main(argv) == 0
+        return float(capsys.readouterr().out.split("loss ")[-1].split(" ->")[0])
+
+    assert first_loss() < 0.5  # the pixel MSE alone: logits weighted 0 as in training
+    train["loss_weights"] = {**weights, "logits": 1.0}
+    save_checkpoint(model, tmp_path / "ckpt", extra={"train": train})
+    assert first_loss() > 1.0  # plus the cross-entropy of an untrained classifier
+    assert "receiver.classifier.2.weight" in load_delta(out).entries
 
 
 def test_wrong_base_is_one_line(checkpoint, tmp_path, capsys):
@@ -77,6 +108,9 @@ def test_bad_settings_are_one_line(checkpoint, tmp_path, capsys):
         capsys, [*base, "--domain", "rotation", "--sparsity", "0.5"]
     )
     assert "unknown domain" in one_line_error(capsys, [*base, "--domain", "fog"])
+    assert "--limit" in one_line_error(capsys, [*base, "--domain", "rotation", "--limit", "0"])
+    err = one_line_error(capsys, [*base[:4], "patches", *base[5:], "--domain", "hue"])
+    assert "expects 1x28x28 images" in err
     assert not (tmp_path / "x").exists()
 
 
