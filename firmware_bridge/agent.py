@@ -270,16 +270,17 @@ class Agent:
             test = req.get("mode", "test") == "test"
             attempts = int(req.get("attempts", self.test_attempts))
             self.store.activate(name, self.staged.pop(name), test=test, attempts=attempts)
+            change = None
         elif t == p.Msg.CONFIRM:
-            self.store.confirm(self._model(req.get("model")))
+            change = self.store.confirm(self._model(req.get("model")))
         elif t == p.Msg.ROLLBACK:
             try:
-                self.store.rollback(self._model(req.get("model")))
+                change = self.store.rollback(self._model(req.get("model")), self.test_attempts)
             except SlotError as exc:
                 raise Refusal(p.Code.NO_PREVIOUS, str(exc)) from None
         else:
             raise Refusal(p.Code.BAD_REQUEST, f"unknown message type {t}")
-        return p.Msg.STATUS, p.json_payload(self._status()), 0
+        return p.Msg.STATUS, p.json_payload({**self._status(), "change": change}), 0
 
     def _model(self, name: str | None) -> str:
         models = self.store.models()

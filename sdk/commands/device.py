@@ -33,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
         status = flasher.rollback(args.model)
     else:
         status = flasher.status()
-    print(json.dumps(status, indent=2) if args.json else "\n".join(status_lines(status)))
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        change = [status["change"]] if status.get("change") else []
+        print("\n".join(change + status_lines(status)))
     return 0
 
 
@@ -41,8 +45,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     """A device's STATUS reply as text: facts, then per model its slots and deltas."""
     lines = ["device: " + ", ".join(f"{k}={v}" for k, v in status["facts"].items())]
     for name, m in status["models"].items():
-        state = f"TEST ({m['test']['attempts_left']} restarts left)" if m["test"] else "confirmed"
-        lines.append(f"{name}: active {m['active']} [{state}], previous {m['previous']}")
+        lines.append(f"{name}: active {_slot(m, m['active'])} [{_test_state(m)}], "
+                     f"previous {_slot(m, m['previous'])}")  # fmt: skip
         for slot, info in m["slots"].items():
             fields = (f"{k}={_short(v)}" for k, v in info.items())
             lines.append(f"  slot {slot}: " + ", ".join(fields))
@@ -52,6 +56,24 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         t = status["transfer"]
         lines.append(f"partial transfer {t['sha256'][:12]}…: {t['offset']} of {t['size']} bytes")
     return lines
+
+
+def _slot(model: dict[str, Any], slot: str | None) -> str:
+    """``B (v2)``, or ``none``."""
+    version = model["slots"].get(slot, {}).get("version") if slot else None
+    return f"{slot} (v{version})" if version else str(slot or "none")
+
+
+def _test_state(model: dict[str, Any]) -> str:
+    """``confirmed``, or TEST with its restarts left and what a restart returns to."""
+    if not model["test"]:
+        return "confirmed" if model["active"] else "nothing installed"
+    left = model["test"]["attempts_left"]
+    back = model.get("confirmed")
+    to = (
+        f"then back to confirmed {_slot(model, back)}" if back else "nothing confirmed to return to"
+    )
+    return f"TEST, {left} restarts left, {to}"
 
 
 def _short(value: Any) -> Any:

@@ -1,0 +1,200 @@
+"""The A/B slot state machine, tested as one: random flash / activate / confirm / rollback /
+restart / power-cut sequences against the table in docs/flashing.md.
+
+After every step: a confirmed build exists whenever one existed before (and changes only
+by a CONFIRM or a permanent activation), and what ``describe()`` (the STATUS reply)
+says matches the files on disk and the table.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from firmware_bridge import slots
+from firmware_bridge.slots import SlotError, SlotStore
+from sdk import artifact
+
+from .bridge_helpers import make_artifact
+
+VERSIONS = ("1", "2", "3")
+STORE_STEPS = ("leave-test-written", "leave-test-renamed", "extracted", "old-removed",
+               "renamed", "state-written", "state-renamed")  # fmt: skip
+"""Every crash point a SlotStore write passes (the agent's own ones are tested over ptys)."""
+
+
+class PowerCut(BaseException):
+    """Stands in for the power going off at a crash point (nothing after it runs)."""
+
+
+@cache
+def build(version: str) -> Path:
+    """One packed artifact per version, shared by every example."""
+    where = Path(tempfile.mkdtemp(prefix="semedge-slots-"))
+    return artifact.pack(make_artifact(where / f"v{version}", size=300, seed=int(version),
+                                       version=version))  # fmt: skip
+
+
+def other(slot: str) -> str:
+    return "B" if slot == "A" else "A"
+
+
+class SlotMachine(RuleBasedStateMachine):
+    """``self.files`` / ``active`` / ``confirmed`` / ``test`` are the table's expectation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="semedge-machine-"))
+        self.store = SlotStore(self.tmp)
+        self.files: dict[str, str] = {}  # slot -> version it holds
+        self.active: str | None = None
+        self.confirmed: str | None = None
+        self.test: int | None = None  # attempts left while the active build is under test
+        self.ever_confirmed: str | None = None  # version confirmed most recently
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------ the table
+
+    def target(self) -> str:
+        keep = self.confirmed or self.active
+        return other(keep) if keep else "A"
+
+    def leave_test_for_install(self) -> None:
+        if self.active == self.target():
+            self.active, self.test = self.confirmed, None
+
+    def run_build(self, slot: str, mode: str, attempts: int) -> None:
+        if mode == "none":
+            return
+        self.active = slot
+        if mode == "test" and slot != self.confirmed:
+            self.test = attempts
+        else:
+            self.confirmed, self.test = slot, None
+            self.ever_confirmed = self.files[slot]
+
+    def restart(self) -> None:
+        self.store = SlotStore(self.tmp)
+        self.store.boot()
+        if self.test is not None:
+            if self.test > 0:
+                self.test -= 1
+            elif self.confirmed:
+                self.active, self.test = self.confirmed, None
+
+    # ------------------------------------------------------------ rules
+
+    @rule(version=st.sampled_from(VERSIONS), mode=st.sampled_from(("test", "permanent", "none")),
+          attempts=st.integers(0, 1))  # fmt: skip
+    def flash(self, version: str, mode: str, attempts: int) -> None:
+        slot = self.store.stage("rx", build(version))
+        assert slot == self.target()
+        self.leave_test_for_install()
+        self.files[slot] = version
+        if mode != "none":
+            self.store.activate("rx", slot, test=mode == "test", attempts=attempts)
+        self.run_build(slot, mode, attempts)
+
+    @rule()
+    def confirm(self) -> None:
+        if self.active is None:
+            with pytest.raises(SlotError, match="flash one first"):
+                self.store.confirm("rx")
+            return
+        said = self.store.confirm("rx")
+        if self.active == self.confirmed:
+            assert "nothing changed" in said
+        else:
+            assert f"confirmed {self.active} (v{self.files[self.active]})" in said
+            self.confirmed, self.test = self.active, None
+            self.ever_confirmed = self.files[self.active]
+
+    @rule(attempts=st.integers(0, 1))
+    def rollback(self, attempts: int) -> None:
+        if self.active and self.confirmed and self.active != self.confirmed:
+            said = self.store.rollback("rx", attempts)
+            assert f"left {self.active}" in said and f"confirmed {self.confirmed}" in said
+            self.active, self.test = self.confirmed, None
+        elif self.active and other(self.active) in self.files:
+            said = self.store.rollback("rx", attempts)
+            self.active, self.test = other(self.active), attempts
+            assert f"running {self.active} (v{self.files[self.active]}) under TEST" in said
+        else:
+            with pytest.raises(SlotError, match="no previous"):
+                self.store.rollback("rx", attempts)
+
+    @rule()
+    def agent_restart(self) -> None:
+        self.restart()
+
+    @rule(version=st.sampled_from(VERSIONS), mode=st.sampled_from(("test", "permanent")),
+          step=st.sampled_from(STORE_STEPS))  # fmt: skip
+    def power_cut_during_install(self, version: str, mode: str, step: str) -> None:
+        def cut(at: str) -> None:
+            if at == step:
+                raise PowerCut
+
+        patch = pytest.MonkeyPatch()
+        patch.setattr(slots, "crash_point", cut)
+        slot = self.target()
+        try:
+            self.store.stage("rx", build(version))
+            self.store.activate("rx", slot, test=mode == "test", attempts=0)
+            cut_at = None
+        except PowerCut:
+            cut_at = step
+        finally:
+            patch.undo()
+        # what the files hold at the cut, step by step, in the order the store passes them
+        if cut_at != "leave-test-written":
+            self.leave_test_for_install()
+        if cut_at == "old-removed":
+            self.files.pop(slot, None)
+        elif cut_at not in ("leave-test-written", "leave-test-renamed", "extracted"):
+            self.files[slot] = version
+            if cut_at not in ("renamed", "state-written"):
+                self.run_build(slot, mode, 0)
+        self.restart()
+
+    # ------------------------------------------------------------ invariants
+
+    @invariant()
+    def a_confirmed_build_survives(self) -> None:
+        state = self.store.state("rx")
+        if self.ever_confirmed is not None:
+            assert state["confirmed"] is not None
+            held = artifact.verify_artifact(self.store.model_dir("rx") / state["confirmed"])
+            assert held["model"]["version"] == self.ever_confirmed
+
+    @invariant()
+    def status_matches_the_table_and_the_files(self) -> None:
+        if "rx" not in self.store.models():
+            assert self.active is None
+            return
+        status = self.store.describe()["rx"]
+        assert (status["active"], status["confirmed"]) == (self.active, self.confirmed)
+        assert (status["test"] or {}).get("attempts_left") == self.test
+        assert status["previous"] == (other(self.active) if self.active and other(self.active)
+                                      in self.files else None)  # fmt: skip
+        on_disk = {}
+        for slot in slots.SLOTS:
+            path = self.store.model_dir("rx") / slot
+            if path.exists():
+                on_disk[slot] = artifact.verify_artifact(path)["model"]["version"]
+        assert on_disk == self.files
+        assert {s: v["version"] for s, v in status["slots"].items()} == on_disk
+        if self.active:
+            assert self.active in on_disk  # the running build is always complete
+
+
+SlotMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=14, deadline=None)
+test_slot_state_machine = SlotMachine.TestCase
