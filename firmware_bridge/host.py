@@ -14,6 +14,7 @@ what was sent, so resumes can be measured.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import random
 import sys
@@ -134,9 +135,17 @@ class Flasher:
         """A JSON request/reply round trip inside the current session."""
         if not self.connected:
             self.hello()
-        changes_slots = type in (p.Msg.ACTIVATE, p.Msg.CONFIRM, p.Msg.ROLLBACK)
+        changes_slots = type in (p.Msg.ACTIVATE, p.Msg.CONFIRM, p.Msg.ROLLBACK, p.Msg.APPLY,
+                                 p.Msg.REVERT, p.Msg.REMOVE)  # fmt: skip
         expect = p.Msg.STATUS if changes_slots else type
         return self._exchange(type, p.json_payload(body or {}), (expect,)).json()
+
+    def close(self) -> None:
+        """End the session (BYE, best effort) so another host need not wait out its lease."""
+        if self.connected:
+            self.connected = False
+            with contextlib.suppress(p.ProtocolError):
+                self._exchange(p.Msg.BYE, b"", (p.Msg.BYE,))
 
     def status(self) -> dict[str, Any]:
         return self.request(p.Msg.STATUS)
@@ -181,11 +190,17 @@ class Flasher:
     def _announcement(
         self, path: Path, model: str | None, tmp: Path
     ) -> tuple[Path, dict[str, Any]]:
-        signature = signing.read_signature(path) if path.exists() else None
-        if signing.is_delta(path):
+        update = path.name.endswith(".update.safetensors")  # SLF: signed like a delta
+        if update:
+            sig = Path(f"{path}.sig")
+            signature = sig.read_bytes() if sig.is_file() else None
+        else:
+            signature = signing.read_signature(path) if path.exists() else None
+        if signing.is_delta(path) or update:
             blob = path
             header = delta_header(path.read_bytes())
-            begin: dict[str, Any] = {"kind": "delta", "filename": path.name, "model": model,
+            kind = "update" if update else "delta"
+            begin: dict[str, Any] = {"kind": kind, "filename": path.name, "model": model,
                      "header": {"base_fingerprint": header.get("base_fingerprint"),
                                 "domain": header.get("domain")}}  # fmt: skip
         else:

@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,62 @@ INSTALL_STEPS = (
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-def _other(slot: str) -> str:
-    return "B" if slot == "A" else "A"
-
-
 class SlotError(SemedgeError):
     """A slot operation that cannot be done (no model, no previous slot, bad name)."""
+
+
+class ChangeError(SlotError):
+    """A weight change that cannot be applied, reverted or removed (it says why and what to do)."""
+
+
+class NoSuchFile(ChangeError):
+    """The named delta, update, slot or file is not on the device."""
+
+
+class WrongBase(ChangeError):
+    """A delta/update made for another base than the running model."""
+
+
+class InUse(ChangeError):
+    """The file or slot is active (or confirmed): deactivate it first."""
+
+
+CHANGE_KINDS = {"delta": "deltas", "update": "updates"}
+"""Weight-change kinds (ZFDA deltas, SLF updates) and the folder each lives in."""
+EMPTY_CHANGES = {"delta": None, "update": None}
+
+
+def change_kind(filename: str) -> str:
+    """``delta`` or ``update`` from a ``*.delta.safetensors`` / ``*.update.safetensors`` name."""
+    for kind in CHANGE_KINDS:
+        if safe_name(filename) and filename.endswith(f".{kind}.safetensors"):
+            return kind
+    raise SlotError(f"{filename!r} is not a plain *.delta.safetensors or *.update.safetensors name")
+
+
+def delta_header(data: bytes) -> dict[str, Any]:
+    """The ``__metadata__`` of a safetensors file from its header (8-byte LE length + JSON)."""
+    if len(data) < 8:
+        raise ValueError("not a safetensors file")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8 or n > 100_000_000:
+        raise ValueError("safetensors header length out of range")
+    meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("safetensors __metadata__ is not an object")
+    return meta
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """:func:`delta_header` of a file, reading only its header."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        return delta_header(head + f.read(min(n, 100_000_000)))
+
+
+def _other(slot: str) -> str:
+    return "B" if slot == "A" else "A"
 
 
 def crash_point(step: str) -> None:
@@ -152,7 +203,8 @@ class SlotStore:
         try:
             state = json.loads(path.read_text())
         except FileNotFoundError:
-            return {"active": None, "confirmed": None, "test": None, "security_counter": 0}
+            return {"active": None, "confirmed": None, "test": None, "security_counter": 0,
+                    "changes": {}}  # fmt: skip
         except (OSError, ValueError) as exc:
             raise SlotError(f"{path} is unreadable ({exc}); reinstall the model") from None
         if "confirmed" not in state:
@@ -162,10 +214,19 @@ class SlotStore:
             "confirmed": state["confirmed"],
             "test": state.get("test") if state["active"] != state["confirmed"] else None,
             "security_counter": int(state.get("security_counter", 0)),
+            "changes": {k: v for k, v in (state.get("changes") or {}).items() if any(v.values())},
         }
 
+    def active_changes(self, name: str, slot: str | None = None) -> dict[str, str | None]:
+        """``{"delta": file|None, "update": file|None}`` active on ``slot`` (default: active)."""
+        state = self.state(name)
+        slot = slot or state["active"]
+        return {**EMPTY_CHANGES, **state["changes"].get(slot, {})}
+
     def _write_state(self, name: str, state: dict[str, Any], step: str = "state") -> None:
-        data = json.dumps({"format": "semedge.slots", "format_version": 2, **state}, indent=2)
+        changes = {slot: c for slot, c in state["changes"].items() if any(c.values())}
+        state = {"format": "semedge.slots", "format_version": 2, **state, "changes": changes}
+        data = json.dumps(state, indent=2)
         write_atomic(self.model_dir(name) / STATE, data.encode() + b"\n", step=step)
 
     def active_dir(self, name: str) -> Path | None:
@@ -200,12 +261,17 @@ class SlotStore:
                         }
                     except SemedgeError:
                         slots[slot] = {"invalid": True}
-            deltas = sorted(p.name for p in (self.model_dir(name) / "deltas").glob("*"))
+            files = {
+                kind: sorted(p.name for p in (self.model_dir(name) / folder).glob(f"*.{kind}.*")
+                             if not p.name.endswith(".sig"))
+                for kind, folder in CHANGE_KINDS.items()
+            }  # fmt: skip
             table[name] = {
                 **state,
                 "previous": self.fallback(name, state),
                 "slots": slots,
-                "deltas": deltas,
+                "deltas": files["delta"],
+                "updates": files["update"],
             }
         return table
 
@@ -235,9 +301,11 @@ class SlotStore:
         mdir.mkdir(parents=True, exist_ok=True)
         state = self.state(name)
         slot = self.write_target(state)
-        if state["active"] == slot:
-            self._write_state(name, {**state, "active": state["confirmed"], "test": None},
-                              step="leave-test")  # fmt: skip
+        if state["active"] == slot or slot in state["changes"]:
+            state["changes"].pop(slot, None)
+            if state["active"] == slot:
+                state.update(active=state["confirmed"], test=None)
+            self._write_state(name, state, step="leave-test")
         tmp = mdir / f".{slot}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         artifact.extract(tar, tmp)
@@ -313,6 +381,8 @@ class SlotStore:
         unconfirmed (it is never promoted to confirmed by a restart).
         """
         reverted = []
+        for trash in (self.root / "models").glob("*/.*.trash"):
+            shutil.rmtree(trash, ignore_errors=True)  # a slot removal the power cut interrupted
         for name in self.models():
             state = self.state(name)
             test = state["test"]
@@ -328,11 +398,151 @@ class SlotStore:
             self._write_state(name, state)
         return reverted
 
-    def install_delta(self, name: str, src: Path, filename: str) -> Path:
-        """Place a delta file beside the model (temp + fsync + rename + directory fsync)."""
-        if not safe_name(filename):
-            raise SlotError(f"delta name {filename!r} is not a plain file name")
-        ddir = self.model_dir(name) / "deltas"
-        ddir.mkdir(parents=True, exist_ok=True)
-        write_atomic(ddir / filename, src.read_bytes())
-        return ddir / filename
+    # ------------------------------------------------------------ weight changes
+
+    def change_path(self, name: str, filename: str) -> Path:
+        return self.model_dir(name) / CHANGE_KINDS[change_kind(filename)] / filename
+
+    def install_change(
+        self, name: str, src: Path, filename: str, signature: bytes | None = None
+    ) -> Path:
+        """Place a delta/update file (and its ``.sig``) beside the model, atomically; a file
+        of that name that is active somewhere is refused (deactivate it first)."""
+        path = self.change_path(name, filename)
+        if path.exists() and self._active_in(name, filename):
+            raise InUse(f"{filename} is active on {name}; deactivate it before replacing it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if signature:
+            write_atomic(path.with_name(f"{filename}.sig"), signature)
+        else:
+            path.with_name(f"{filename}.sig").unlink(missing_ok=True)
+        write_atomic(path, src.read_bytes(), step="change")
+        return path
+
+    def _active_in(self, name: str, filename: str) -> list[str]:
+        changes = self.state(name)["changes"]
+        return sorted(slot for slot, c in changes.items() if filename in c.values())
+
+    def changes(self, name: str) -> list[dict[str, Any]]:
+        """Every delta/update file of ``name``: size, SHA-256, fingerprints, signed, active on."""
+        out = []
+        for kind, folder in CHANGE_KINDS.items():
+            for path in sorted((self.model_dir(name) / folder).glob(f"*.{kind}.safetensors")):
+                try:
+                    meta = read_header(path)
+                except (OSError, ValueError):
+                    meta = {"invalid": "unreadable header"}
+                out.append({
+                    "file": path.name, "kind": kind, "size": path.stat().st_size,
+                    "sha256": artifact.file_sha256(path),
+                    "base_fingerprint": meta.get("base_fingerprint"),
+                    "result_fingerprint": meta.get("result_fingerprint"),
+                    "domain": meta.get("domain"),
+                    "signed": path.with_name(f"{path.name}.sig").is_file(),
+                    "active_in": self._active_in(name, path.name),
+                })  # fmt: skip
+        return out
+
+    def fingerprints(self, name: str, slot: str | None = None) -> list[str]:
+        """Bases a change may name on ``slot`` (default: active): the artifact's, then the
+        result of its active update (a delta made on the updated model)."""
+        slot = slot or self.state(name)["active"]
+        if slot is None or not self._valid(name, slot):
+            return []
+        found = [artifact.read_manifest(self.model_dir(name) / slot)["base_fingerprint"]]
+        update = self.active_changes(name, slot)["update"]
+        if update:
+            found.append(read_header(self.change_path(name, update)).get("result_fingerprint"))
+        return found
+
+    def apply_change(self, name: str, filename: str) -> str:
+        """Make a delta (one at a time) or update active on the running slot; returns what
+        changed. Checks the file's base against the slot first; touches nothing on refusal."""
+        kind, path = change_kind(filename), self.change_path(name, filename)
+        state = self.state(name)
+        slot = state["active"]
+        if slot is None:
+            raise NoSuchFile(f"model {name} runs no artifact; flash one first")
+        if not path.is_file():
+            raise NoSuchFile(f"no {kind} {filename} on {name}; flash it first (see: semedge "
+                              "device list)")  # fmt: skip
+        base = read_header(path).get("base_fingerprint")
+        current = self.active_changes(name)
+        bases = self.fingerprints(name)
+        if kind == "update":
+            bases = bases[:1]
+            if current["delta"] and self._delta_base(name, current["delta"]) not in bases:
+                raise InUse(f"delta {current['delta']} depends on update "
+                                  f"{current['update']}; deactivate it first")  # fmt: skip
+        if base not in bases:
+            raise WrongBase(
+                f"{filename} is for base {str(base)[:12]}…, {name} slot {slot} is "
+                f"{str(bases[-1])[:12]}…; adapt against the running model"
+            )
+        if current[kind] == filename:
+            return f"{name}: {kind} {filename} was already active on {slot}; nothing changed"
+        state["changes"][slot] = {**current, kind: filename}
+        self._write_state(name, state)
+        was = f" (replacing {current[kind]})" if current[kind] else ""
+        return f"{name}: {kind} {filename} active on {self._label(name, slot)}{was}"
+
+    def _delta_base(self, name: str, filename: str) -> Any:
+        return read_header(self.change_path(name, filename)).get("base_fingerprint")
+
+    def revert_change(self, name: str, kind: str) -> str:
+        """Deactivate the running slot's delta, or roll back its update; returns what changed."""
+        state = self.state(name)
+        slot = state["active"]
+        current = self.active_changes(name)
+        if not slot or not current[kind]:
+            return f"{name}: no {kind} is active; nothing changed"
+        delta = current["delta"]
+        if (
+            kind == "update"
+            and delta
+            and self._delta_base(name, delta) not in self.fingerprints(name)[:1]
+        ):
+            raise InUse(f"delta {delta} depends on update {current['update']}; semedge device "
+                        "deactivate-delta first")  # fmt: skip
+        state["changes"][slot] = {**current, kind: None}
+        self._write_state(name, state)
+        verb = "deactivated" if kind == "delta" else "rolled back"
+        return f"{name}: {verb} {kind} {current[kind]} on {self._label(name, slot)}"
+
+    def remove(self, name: str, what: str) -> str:
+        """Delete a delta/update file that is active nowhere, or a slot that neither runs nor
+        holds the confirmed build; returns what was freed."""
+        state = self.state(name)
+        if what in SLOTS:
+            if what in (state["active"], state["confirmed"]):
+                role = "running" if what == state["active"] else "confirmed"
+                raise InUse(f"slot {what} of {name} holds the {role} build; only an "
+                                  "inactive, unconfirmed slot can be removed")  # fmt: skip
+            path = self.model_dir(name) / what
+            if not path.is_dir():
+                raise NoSuchFile(f"slot {what} of {name} is empty; nothing to remove")
+            freed = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            if what in state["changes"]:
+                state["changes"].pop(what)
+                self._write_state(name, state)
+            trash = path.with_name(f".{what}.trash")
+            os.replace(path, trash)
+            fsync_dir(path.parent)
+            shutil.rmtree(trash)
+            return f"{name}: removed slot {what}, {freed} bytes freed"
+        path = self.change_path(name, what)
+        if not path.is_file():
+            raise NoSuchFile(f"no file {what} on {name}; see: semedge device list")
+        if self._active_in(name, what):
+            verb = "deactivate-delta" if change_kind(what) == "delta" else "rollback-update"
+            raise InUse(f"{what} is active on {name} slot {self._active_in(name, what)[0]};"
+                              f" semedge device {verb} first")  # fmt: skip
+        freed = path.stat().st_size
+        path.unlink()
+        path.with_name(f"{what}.sig").unlink(missing_ok=True)
+        fsync_dir(path.parent)
+        return f"{name}: removed {what}, {freed} bytes freed"
+
+    def find_model(self, filename: str) -> list[str]:
+        """The models holding a change file called ``filename``."""
+        return [m for m in self.models() if self.change_path(m, filename).is_file()]

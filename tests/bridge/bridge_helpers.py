@@ -36,15 +36,23 @@ def make_artifact(
     return artifact.write_artifact(where, manifest, {"model.onnx": payload})
 
 
-def make_delta(path: Path, base_fingerprint: str, size: int = 3000) -> Path:
-    """A tiny safetensors file with delta metadata (header written by hand; no torch)."""
+def make_delta(
+    path: Path, base_fingerprint: str, size: int = 3000, result_fingerprint: str | None = None
+) -> Path:
+    """A tiny safetensors file with delta metadata (header written by hand; no torch); with
+    ``result_fingerprint`` an SLF update package's metadata instead."""
     values = random.Random(1).randbytes(size)
+    meta = {"format": "semedge.delta", "base_fingerprint": base_fingerprint,
+            "domain": "rotation", "kind": "zfda"}  # fmt: skip
+    if result_fingerprint:
+        meta = {"format": "semedge.update", "kind": "slf", "base_fingerprint": base_fingerprint,
+                "result_fingerprint": result_fingerprint}  # fmt: skip
     header = {
-        "__metadata__": {"format": "semedge.delta", "base_fingerprint": base_fingerprint,
-                         "domain": "rotation", "kind": "zfda"},
+        "__metadata__": meta,
         "w.delta_values": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]},
-    }  # fmt: skip
+    }
     text = json.dumps(header).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(len(text).to_bytes(8, "little") + text + values)
     return path
 
