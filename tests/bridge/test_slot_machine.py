@@ -1,9 +1,10 @@
 """The A/B slot state machine, tested as one: random flash / activate / confirm / rollback /
-restart / power-cut sequences against the table in docs/flashing.md.
+restart / power-cut sequences, and the weight-change verbs (install, activate/apply,
+deactivate/roll back, remove a file or slot), against the tables in docs/flashing.md.
 
 After every step: a confirmed build exists whenever one existed before (and changes only
-by a CONFIRM or a permanent activation), and what ``describe()`` (the STATUS reply)
-says matches the files on disk and the table.
+by a CONFIRM or a permanent activation), what ``describe()`` (the STATUS reply) says
+matches the files on disk and the table, and every active change is a file on disk.
 """
 
 from __future__ import annotations
@@ -19,19 +20,34 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from firmware_bridge import slots
-from firmware_bridge.slots import SlotError, SlotStore
+from firmware_bridge.slots import InUse, NoSuchFile, SlotError, SlotStore, WrongBase, change_kind
 from sdk import artifact
 
-from .bridge_helpers import make_artifact
+from .bridge_helpers import make_artifact, make_delta
 
 VERSIONS = ("1", "2", "3")
 STORE_STEPS = ("leave-test-written", "leave-test-renamed", "extracted", "old-removed",
                "renamed", "state-written", "state-renamed")  # fmt: skip
 """Every crash point a SlotStore write passes (the agent's own ones are tested over ptys)."""
+BASE, RESULT = "ab" * 32, "12" * 32  # every build's base; the update's result
+CHANGES = {  # file -> (base, result of an update)
+    "d1.delta.safetensors": (BASE, None),
+    "d2.delta.safetensors": (BASE, None),
+    "alien.delta.safetensors": ("34" * 32, None),
+    "u.update.safetensors": (BASE, RESULT),
+    "on-u.delta.safetensors": (RESULT, None),
+}
 
 
 class PowerCut(BaseException):
     """Stands in for the power going off at a crash point (nothing after it runs)."""
+
+
+@cache
+def change_file(name: str) -> Path:
+    base, result = CHANGES[name]
+    where = Path(tempfile.mkdtemp(prefix="semedge-changes-"))
+    return make_delta(where / name, base, 200, result)
 
 
 @cache
@@ -58,6 +74,8 @@ class SlotMachine(RuleBasedStateMachine):
         self.confirmed: str | None = None
         self.test: int | None = None  # attempts left while the active build is under test
         self.ever_confirmed: str | None = None  # version confirmed most recently
+        self.installed: set[str] = set()  # change files on the device
+        self.on: dict[str, dict[str, str]] = {}  # slot -> {kind: file} active there
 
     def teardown(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -69,6 +87,7 @@ class SlotMachine(RuleBasedStateMachine):
         return other(keep) if keep else "A"
 
     def leave_test_for_install(self) -> None:
+        self.on.pop(self.target(), None)
         if self.active == self.target():
             self.active, self.test = self.confirmed, None
 
@@ -165,6 +184,99 @@ class SlotMachine(RuleBasedStateMachine):
                 self.run_build(slot, mode, 0)
         self.restart()
 
+    @rule(name=st.sampled_from(sorted(CHANGES)))
+    def install_change(self, name: str) -> None:
+        if any(name in on.values() for on in self.on.values()):
+            with pytest.raises(InUse):
+                self.store.install_change("rx", change_file(name), name)
+            return
+        self.store.install_change("rx", change_file(name), name)
+        self.installed.add(name)
+
+    def expected_apply(self, name: str) -> type[SlotError] | None:
+        """The table's refusal of activating ``name`` now, or None if it applies."""
+        if self.active is None or name not in self.installed:
+            return NoSuchFile
+        on = self.on.get(self.active, {})
+        bases = [BASE] + ([RESULT] if "update" in on else [])
+        if change_kind(name) == "update":
+            bases = [BASE]
+            if "delta" in on and CHANGES[on["delta"]][0] not in bases:
+                return InUse
+        return None if CHANGES[name][0] in bases else WrongBase
+
+    @rule(name=st.sampled_from(sorted(CHANGES)), cut=st.sampled_from((None, *STORE_STEPS)))
+    def activate_change(self, name: str, cut: str | None) -> None:
+        refusal = self.expected_apply(name)
+        if refusal:
+            with pytest.raises(refusal):
+                self.store.apply_change("rx", name)
+            return
+        done = self.powered(lambda: self.store.apply_change("rx", name), cut)
+        if done or cut == "state-renamed":
+            assert self.active is not None
+            self.on.setdefault(self.active, {})[change_kind(name)] = name
+        if not done:
+            self.restart()
+
+    @rule(kind=st.sampled_from(("delta", "update")))
+    def revert_change(self, kind: str) -> None:
+        on = self.on.get(self.active or "", {})
+        if (
+            kind == "update"
+            and "update" in on
+            and "delta" in on
+            and CHANGES[on["delta"]][0] != BASE
+        ):
+            with pytest.raises(InUse):
+                self.store.revert_change("rx", kind)
+            return
+        said = self.store.revert_change("rx", kind)
+        if kind in on:
+            del on[kind]
+        else:
+            assert "nothing changed" in said
+
+    @rule(what=st.sampled_from((*sorted(CHANGES), "A", "B")))
+    def remove(self, what: str) -> None:
+        if what in slots.SLOTS:
+            if what in (self.active, self.confirmed):
+                expected: type[SlotError] | None = InUse
+            else:
+                expected = None if what in self.files else NoSuchFile
+        elif what not in self.installed:
+            expected = NoSuchFile
+        else:
+            expected = InUse if any(what in on.values() for on in self.on.values()) else None
+        if expected:
+            with pytest.raises(expected):
+                self.store.remove("rx", what)
+            return
+        assert "bytes freed" in self.store.remove("rx", what)
+        if what in slots.SLOTS:
+            del self.files[what]
+            self.on.pop(what, None)
+        else:
+            self.installed.discard(what)
+
+    def powered(self, action, cut: str | None) -> bool:
+        """Run ``action`` with the power going off at crash point ``cut``; True if it ran
+        to the end."""
+
+        def off(at: str) -> None:
+            if at == cut:
+                raise PowerCut
+
+        patch = pytest.MonkeyPatch()
+        patch.setattr(slots, "crash_point", off)
+        try:
+            action()
+            return True
+        except PowerCut:
+            return False
+        finally:
+            patch.undo()
+
     # ------------------------------------------------------------ invariants
 
     @invariant()
@@ -194,6 +306,12 @@ class SlotMachine(RuleBasedStateMachine):
         assert {s: v["version"] for s, v in status["slots"].items()} == on_disk
         if self.active:
             assert self.active in on_disk  # the running build is always complete
+        assert status["changes"] == {slot: {"delta": None, "update": None, **on}
+                                     for slot, on in self.on.items() if on}  # fmt: skip
+        for on in self.on.values():
+            for name in on.values():
+                assert self.store.change_path("rx", name).is_file()
+        assert {f for k in ("deltas", "updates") for f in status[k]} == self.installed
 
 
 SlotMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=14, deadline=None)
