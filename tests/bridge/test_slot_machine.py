@@ -9,6 +9,7 @@ matches the files on disk and the table, and every active change is a file on di
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from functools import cache
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from firmware_bridge import slots
 from firmware_bridge.slots import InUse, NoSuchFile, SlotError, SlotStore, WrongBase, change_kind
@@ -67,6 +68,8 @@ class SlotMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        self.no_fsync = pytest.MonkeyPatch()  # durability is not under test here (power cuts
+        self.no_fsync.setattr(os, "fsync", lambda fd: None)  # are raised exceptions): speed
         self.tmp = Path(tempfile.mkdtemp(prefix="semedge-machine-"))
         self.store = SlotStore(self.tmp)
         self.files: dict[str, str] = {}  # slot -> version it holds
@@ -78,6 +81,7 @@ class SlotMachine(RuleBasedStateMachine):
         self.on: dict[str, dict[str, str]] = {}  # slot -> {kind: file} active there
 
     def teardown(self) -> None:
+        self.no_fsync.undo()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ------------------------------------------------------------ the table
@@ -111,6 +115,15 @@ class SlotMachine(RuleBasedStateMachine):
                 self.active, self.test = self.confirmed, None
 
     # ------------------------------------------------------------ rules
+
+    @initialize(installed=st.booleans())
+    def start(self, installed: bool) -> None:
+        """Half the runs start from an empty device, half from a confirmed v1 with every
+        change file present (so short runs reach the change verbs' interesting states)."""
+        if installed:
+            self.flash("1", "permanent", 0)
+            for name in CHANGES:
+                self.install_change(name)
 
     @rule(version=st.sampled_from(VERSIONS), mode=st.sampled_from(("test", "permanent", "none")),
           attempts=st.integers(0, 1))  # fmt: skip
@@ -219,6 +232,12 @@ class SlotMachine(RuleBasedStateMachine):
         if not done:
             self.restart()
 
+    @precondition(lambda self: "update" in self.on.get(self.active or "", {}))
+    @rule()
+    def activate_delta_made_on_the_update(self) -> None:
+        """Made likely on purpose: random draws rarely line up update-then-its-delta."""
+        self.activate_change("on-u.delta.safetensors", None)
+
     @rule(kind=st.sampled_from(("delta", "update")))
     def revert_change(self, kind: str) -> None:
         on = self.on.get(self.active or "", {})
@@ -314,5 +333,5 @@ class SlotMachine(RuleBasedStateMachine):
         assert {f for k in ("deltas", "updates") for f in status[k]} == self.installed
 
 
-SlotMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=14, deadline=None)
+SlotMachine.TestCase.settings = settings(max_examples=120, stateful_step_count=24, deadline=None)
 test_slot_state_machine = SlotMachine.TestCase
