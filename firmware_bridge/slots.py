@@ -160,6 +160,32 @@ def write_atomic(path: Path, data: bytes, step: str | None = None) -> None:
     fsync_dir(path.parent)
 
 
+def read_state(model_dir: Path) -> dict[str, Any]:
+    """A model's ``state.json``: ``active``, ``confirmed``, ``test``, ``security_counter`` and
+    per-slot active ``changes`` (read-only; what an app reads too).
+
+    A format-1 file (no ``confirmed``) reads as its meaning was: the active slot is
+    confirmed unless under test, in which case ``previous`` was.
+    """
+    path = model_dir / STATE
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"active": None, "confirmed": None, "test": None, "security_counter": 0,
+                "changes": {}}  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise SlotError(f"{path} is unreadable ({exc}); reinstall the model") from None
+    if "confirmed" not in state:
+        state["confirmed"] = state.get("previous") if state.get("test") else state["active"]
+    return {
+        "active": state["active"],
+        "confirmed": state["confirmed"],
+        "test": state.get("test") if state["active"] != state["confirmed"] else None,
+        "security_counter": int(state.get("security_counter", 0)),
+        "changes": {k: v for k, v in (state.get("changes") or {}).items() if any(v.values())},
+    }
+
+
 class SlotStore:
     """The models installed under an agent root, with their A/B slots and state files."""
 
@@ -194,28 +220,8 @@ class SlotStore:
         return True
 
     def state(self, name: str) -> dict[str, Any]:
-        """The model's state: ``active``, ``confirmed``, ``test`` and ``security_counter``.
-
-        A format-1 file (no ``confirmed``) reads as its meaning was: the active slot is
-        confirmed unless under test, in which case ``previous`` was.
-        """
-        path = self.model_dir(name) / STATE
-        try:
-            state = json.loads(path.read_text())
-        except FileNotFoundError:
-            return {"active": None, "confirmed": None, "test": None, "security_counter": 0,
-                    "changes": {}}  # fmt: skip
-        except (OSError, ValueError) as exc:
-            raise SlotError(f"{path} is unreadable ({exc}); reinstall the model") from None
-        if "confirmed" not in state:
-            state["confirmed"] = state.get("previous") if state.get("test") else state["active"]
-        return {
-            "active": state["active"],
-            "confirmed": state["confirmed"],
-            "test": state.get("test") if state["active"] != state["confirmed"] else None,
-            "security_counter": int(state.get("security_counter", 0)),
-            "changes": {k: v for k, v in (state.get("changes") or {}).items() if any(v.values())},
-        }
+        """The model's state (:func:`read_state`)."""
+        return read_state(self.model_dir(name))
 
     def active_changes(self, name: str, slot: str | None = None) -> dict[str, str | None]:
         """``{"delta": file|None, "update": file|None}`` active on ``slot`` (default: active)."""

@@ -17,6 +17,7 @@ ACTIONS = {
     "rollback-update": "roll the applied update back",
     "remove": "delete an inactive delta/update file, or an inactive unconfirmed slot (A/B)",
     "pull": "copy TARGET (path in the model's folder, e.g. active/model.onnx) to --out",
+    "sim": "run a simulated device (a real agent on a pty pair) on --root; prints its port",
 }
 
 
@@ -29,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("action", choices=tuple(ACTIONS))
     p.add_argument("target", nargs="?", help="file name, slot or path the action works on")
-    p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyACM0")
+    p.add_argument("--port", help="serial device, e.g. /dev/ttyACM0 (every action but sim)")
+    p.add_argument("--root", help="sim: the simulated device's folder (models/, incoming/)")
     p.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
     p.add_argument(
         "--model", help="model name (default: the only installed one, or the one that fits)"
@@ -50,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     needs_target = ("activate-delta", "apply-update", "remove", "pull")
     if args.action in needs_target and not args.target:
         raise SemedgeError(f"device {args.action} needs a TARGET; see: semedge device list")
+    if args.action == "sim":
+        return simulate(args.root)
+    if not args.port:
+        raise SemedgeError(f"device {args.action} needs --port (try a simulated device: "
+                           "semedge device sim --root DIR)")  # fmt: skip
     flasher = serial_flasher(args.port, args.baud, progress=args.action == "pull")
     verbs = {
         "status": flasher.status,
@@ -78,6 +85,27 @@ def run(args: argparse.Namespace) -> int:
     else:
         change = [reply["change"]] if reply.get("change") else []
         print("\n".join(change + status_lines(reply)))
+    return 0
+
+
+def simulate(root: str | None) -> int:
+    import sys
+
+    from firmware_bridge.sim import simulate
+    from sdk.errors import SemedgeError
+
+    if not root:
+        raise SemedgeError("device sim needs --root DIR (created if missing)")
+
+    def announce(port: str) -> None:
+        print(f"simulated device on {port} (root {root}); try:\n"
+              f"  semedge flash --port {port} ARTIFACT\n  semedge device list --port {port}\n"
+              "Ctrl-C stops it", flush=True)  # fmt: skip
+
+    try:
+        simulate(root, announce)
+    except KeyboardInterrupt:
+        print("simulated device stopped", file=sys.stderr)
     return 0
 
 

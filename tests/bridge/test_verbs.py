@@ -211,3 +211,20 @@ def test_model_inferred_from_the_base_fingerprint(tmp_path):
         assert "several fit" in dev.refused("deactivate-delta", code="NO_MODEL")
     finally:
         dev.close()
+
+
+def test_device_sim_prints_a_port_to_flash_to(tmp_path):
+    procs = Processes()
+    try:
+        sim = procs.popen("device", "sim", "--root", str(tmp_path / "sim"))
+        first = sim.stdout.readline().decode()
+        assert first.startswith("simulated device on /dev/"), first
+        port = first.split()[3]
+        flasher = serial_flasher(port, 921600, progress=False)
+        out = flasher.flash(make_artifact(tmp_path / "v1", fingerprint=BASE))
+        flasher.close()
+        assert out["activated"] == "test"
+        assert "rx: active A (v1) [TEST" in run_cli("device", "status", "--port", port).stdout
+        assert (tmp_path / "sim/models/rx/A/model.onnx").is_file()
+    finally:
+        procs.kill_all()
