@@ -111,3 +111,27 @@ def test_app_follows_flash_delta_and_rollback_without_a_bad_call(builds, tmp_pat
 def test_open_device_refuses_an_empty_root(tmp_path):
     with pytest.raises(RunnerError, match="no model installed"):
         Runtime.open_device(tmp_path)
+
+
+def test_example_edge_app_reports_what_it_serves(builds, tmp_path):
+    """examples/edge_app.py on a device root: it names the build and delta it serves."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from firmware_bridge.slots import SlotStore
+    from sdk import artifact
+
+    v1, delta, _ = builds
+    store = SlotStore(tmp_path / "root")
+    store.activate("jscc", store.stage("jscc", artifact.pack(v1, tmp_path / "v1.tar")), test=False)
+    store.install_change("jscc", delta, delta.name)
+    store.apply_change("jscc", delta.name)
+    example = Path(__file__).parents[2] / "examples" / "edge_app.py"
+    res = subprocess.run(
+        [sys.executable, str(example), "--root", str(tmp_path / "root"), "--seconds", "0.5"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert f"serving jscc slot A, update None, delta {delta.name}" in res.stdout
+    assert res.stdout.strip().endswith("none failed")
