@@ -264,6 +264,8 @@ class SlotStore:
                             "base_fingerprint": m["base_fingerprint"],
                             "security_counter": m.get("security_counter", 0),
                             "sha256": artifact.file_sha256(path / artifact.MANIFEST),
+                            "size": sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
+                            "signed": (path / artifact.SIGNATURE).is_file(),
                         }
                     except SemedgeError:
                         slots[slot] = {"invalid": True}

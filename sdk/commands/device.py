@@ -139,8 +139,10 @@ def list_lines(inventory: dict[str, Any]) -> list[str]:
             role = ("running " if slot == m["active"] else "") + (
                 "confirmed" if slot == m["confirmed"] else "test" if slot == m["active"] else ""
             )
-            rows.append((name, f"slot {slot} v{info.get('version', '?')}", "",
-                         _short(info.get("base_fingerprint", "")), "", role.strip()))  # fmt: skip
+            what, size = f"slot {slot} v{info.get('version', '?')}", str(info.get("size", ""))
+            signed = "yes" if info.get("signed") else "no"
+            rows.append((name, what, size, _short(info.get("base_fingerprint", "")), signed,
+                         role.strip()))  # fmt: skip
         for c in m["changes"]:
             where = ", ".join(c["active_in"])
             state = f"active on {where}" if where else ""

@@ -106,6 +106,9 @@ def test_switching_deltas_and_updates(device):
     sunny = next(c for c in inventory["changes"] if c["file"] == "sunny.delta.safetensors")
     assert sunny["size"] == (device.tmp / sunny["file"]).stat().st_size
     assert sunny["base_fingerprint"] == BASE and sunny["signed"] is False
+    slot = inventory["slots"]["A"]
+    assert slot["signed"] is False and slot["base_fingerprint"] == BASE
+    assert slot["size"] == sum(f.stat().st_size for f in (root / "models/rx/A").rglob("*"))
     assert sunny["sha256"] == hashlib.sha256((device.tmp / sunny["file"]).read_bytes()).hexdigest()
 
     said = device.ok("activate-delta", "sunny.delta.safetensors")
@@ -193,7 +196,8 @@ def test_unsigned_refused_when_keys_are_required(tmp_path):
         dev.refused("activate-delta", placed.name, code="BAD_SIGNATURE")
         signing.sign(placed, key)
         dev.ok("activate-delta", placed.name)
-        assert json.loads(dev.ok("list", "--json"))["models"]["rx"]["changes"][0]["signed"]
+        listed = json.loads(dev.ok("list", "--json"))["models"]["rx"]
+        assert listed["changes"][0]["signed"] and listed["slots"]["A"]["signed"]
     finally:
         dev.close()
 
