@@ -389,8 +389,7 @@ class SlotStore:
         unconfirmed (it is never promoted to confirmed by a restart).
         """
         reverted = []
-        for trash in (self.root / "models").glob("*/.*.trash"):
-            shutil.rmtree(trash, ignore_errors=True)  # a slot removal the power cut interrupted
+        self._sweep()
         for name in self.models():
             state = self.state(name)
             test = state["test"]
@@ -405,6 +404,17 @@ class SlotStore:
                 continue
             self._write_state(name, state)
         return reverted
+
+    def _sweep(self) -> None:
+        """Delete what a power cut left half-done: temp files and slot directories of
+        writes that never reached their rename, and slots whose removal it interrupted."""
+        models = self.root / "models"
+        for pattern in ("*/.*.tmp", "*/.*.trash", "*/deltas/.*.tmp", "*/updates/.*.tmp"):
+            for leftover in models.glob(pattern):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ weight changes
 
@@ -536,6 +546,7 @@ class SlotStore:
             trash = path.with_name(f".{what}.trash")
             os.replace(path, trash)
             fsync_dir(path.parent)
+            crash_point("trash-renamed")
             shutil.rmtree(trash)
             return f"{name}: removed slot {what}, {freed} bytes freed"
         path = self.change_path(name, what)

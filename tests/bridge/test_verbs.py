@@ -16,6 +16,8 @@ import pytest
 from firmware_bridge import signing
 from firmware_bridge.host import serial_flasher
 from firmware_bridge.relay import Relay
+from firmware_bridge.slots import CRASH_ENV, SlotStore
+from sdk import artifact
 from sdk.cli import main
 
 from .bridge_helpers import Processes, make_artifact, make_delta
@@ -50,7 +52,14 @@ class Device:
 
     def __init__(self, tmp: Path, *agent_args: str) -> None:
         self.procs, self.relay, self.root, self.tmp = Processes(), Relay(), tmp / "root", tmp
-        self.procs.agent(self.relay.agent_port, self.root, *agent_args)
+        self.agent = self.procs.agent(self.relay.agent_port, self.root, *agent_args)
+
+    def restart(self, env: dict | None = None) -> None:
+        """Kill the agent and start a new one on the same root (a power cycle)."""
+        if self.agent.poll() is None:
+            self.agent.kill()
+        self.agent.wait()
+        self.agent = self.procs.agent(self.relay.agent_port, self.root, env=env)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return run_cli("device", *args, "--port", self.relay.host_port)
@@ -232,3 +241,52 @@ def test_device_sim_prints_a_port_to_flash_to(tmp_path):
         assert (tmp_path / "sim/models/rx/A/model.onnx").is_file()
     finally:
         procs.kill_all()
+
+
+@pytest.mark.parametrize(
+    ("verb", "step"),
+    [
+        ("activate-delta", "state-written"),
+        ("activate-delta", "state-renamed"),
+        ("remove", "trash-renamed"),
+        ("flash-delta", "change-written"),
+    ],
+)
+def test_power_cut_during_a_verb_leaves_the_device_whole(tmp_path, verb, step):
+    """The agent SIGKILLs itself at a write step of a verb; after a restart the device
+    holds the state before or after it (never a mix) and the verb then completes."""
+    dev = Device(tmp_path)
+    try:
+        dev.flash(make_artifact(tmp_path / "v1", fingerprint=BASE), "permanent")
+        dev.flash(make_artifact(tmp_path / "v2", seed=2, version="2", fingerprint=BASE),
+                  "permanent")  # fmt: skip
+        delta = make_delta(tmp_path / "sunny.delta.safetensors", BASE)
+        if verb != "flash-delta":
+            dev.flash(delta)
+        dev.restart(env={CRASH_ENV: step})
+        if verb == "flash-delta":
+            res = run_cli("flash", "--port", dev.relay.host_port, str(delta), "--retries", "0")
+        else:
+            res = dev.cli(verb, "A" if verb == "remove" else delta.name)
+        assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+        assert res.stderr.strip().splitlines()[-1].startswith("semedge "), res.stderr
+        assert dev.agent.wait(timeout=10) == -9
+        dev.restart()
+        dev.ok("status")  # answered once the new agent has booted
+        store = SlotStore(dev.root)
+        assert store.state("rx")["active"] == store.state("rx")["confirmed"] == "B"
+        assert not list((dev.root / "models/rx").glob(".*"))  # no temp or trash left behind
+        placed = dev.root / "models/rx/deltas" / delta.name
+        if verb == "remove":
+            slot_a = dev.root / "models/rx/A"
+            assert not slot_a.exists() or artifact.verify_artifact(slot_a)
+            assert not slot_a.exists() or "removed slot A" in dev.ok("remove", "A")
+        elif verb == "flash-delta":
+            assert not placed.exists() or placed.read_bytes() == delta.read_bytes()
+            dev.flash(delta)
+        if verb != "remove":
+            dev.ok("activate-delta", delta.name)
+            assert store.active_changes("rx")["delta"] == delta.name
+            assert placed.read_bytes() == delta.read_bytes()
+    finally:
+        dev.close()
