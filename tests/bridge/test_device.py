@@ -141,7 +141,9 @@ def test_incompatible_and_no_space_refused_before_data(tmp_path, procs, relays):
     refused(res, "INCOMPATIBLE")
     assert "sm_87" in res.stderr and "sm_110" in res.stderr
     big = make_artifact(tmp_path / "big", size=50_000)
-    refused(flash(procs, relay.host_port, big)[0], "NO_SPACE")
+    res = flash(procs, relay.host_port, big)[0]
+    refused(res, "NO_SPACE")
+    assert "`semedge device list`" in res.stderr and "`semedge device remove`" in res.stderr
     assert list((root / "incoming").iterdir()) == []  # no data moved
     assert active_payload_sha(root) is None
     fits = make_artifact(tmp_path / "onnx", size=5_000)

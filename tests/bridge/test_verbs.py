@@ -290,3 +290,13 @@ def test_power_cut_during_a_verb_leaves_the_device_whole(tmp_path, verb, step):
             assert placed.read_bytes() == delta.read_bytes()
     finally:
         dev.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(("list",), "needs --port"), (("sim",), "needs --root"), (("pull",), "needs a TARGET")],
+)
+def test_missing_arguments_are_one_line(args, says):
+    res = run_cli("device", *args)
+    assert res.returncode != 0 and says in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
