@@ -18,19 +18,35 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 import time
 from pathlib import Path
 from typing import Any
 
 from firmware_bridge import protocol as p
 from firmware_bridge import signing
-from firmware_bridge.slots import SlotError, SlotStore, crash_point, safe_name, safe_path
+from firmware_bridge.slots import (
+    InUse,
+    NoSuchFile,
+    SlotError,
+    SlotStore,
+    WrongBase,
+    change_kind,
+    crash_point,
+    delta_header,
+    safe_name,
+    safe_path,
+)
 from firmware_bridge.transport import Link
 from sdk import artifact
 from sdk.errors import SemedgeError
 
 FACT_KEYS = (*artifact.DEVICE_FACTS, "free_bytes")
+__all__ = ["Agent", "Refusal", "delta_header", "device_facts"]
+CHANGE_CODES = (
+    (NoSuchFile, p.Code.NO_FILE),
+    (WrongBase, p.Code.WRONG_BASE),
+    (InUse, p.Code.IN_USE),
+)
 
 
 class Refusal(SemedgeError):
@@ -50,19 +66,6 @@ def device_facts(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
             raise SemedgeError(f"unknown device fact {key!r}; known: {', '.join(FACT_KEYS)}")
         facts[key] = value
     return facts
-
-
-def delta_header(data: bytes) -> dict[str, Any]:
-    """The ``__metadata__`` of a safetensors file from its header (8-byte LE length + JSON)."""
-    if len(data) < 8:
-        raise ValueError("not a safetensors file")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > len(data) - 8 or n > 100_000_000:
-        raise ValueError("safetensors header length out of range")
-    meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
-    if not isinstance(meta, dict):
-        raise ValueError("safetensors __metadata__ is not an object")
-    return meta
 
 
 class Transfer:
@@ -166,6 +169,7 @@ class Agent:
         self.last_seen = 0.0
         self.transfer: Transfer | None = None
         self.staged: dict[str, str] = {}
+        self.pull: tuple[str, Any] | None = None
         self._cache: tuple[int, int, bytes, int, int] | None = None
 
     # ------------------------------------------------------------ loop
@@ -191,6 +195,10 @@ class Agent:
             return
         if self.session is None or frame.session != self.session:
             return
+        if frame.type == p.Msg.BYE:  # the host is done: the next host need not wait
+            self.link.send(p.Msg.BYE, b"", seq=frame.seq)
+            self.session = None
+            return
         self.last_seen = now
         if self._cache and self._cache[:2] == (frame.type, frame.seq):
             _, _, payload, rtype, flags = self._cache
@@ -208,7 +216,7 @@ class Agent:
             rtype, payload, flags = p.Msg.ERROR, p.error_payload(p.Code.INTERNAL, str(exc)), 0
         if rtype is None:
             return
-        if frame.type not in (p.Msg.DATA, p.Msg.PING):
+        if frame.type not in (p.Msg.DATA, p.Msg.PING, p.Msg.READ):
             self._cache = (frame.type, frame.seq, payload, rtype, flags)
         self.link.send(rtype, payload, seq=frame.seq, flags=flags)
 
@@ -228,8 +236,9 @@ class Agent:
             return
         self.session, self.last_seen, self._cache = frame.session, now, None
         self.link.session = frame.session
-        if req.get("protocol") != p.VERSION:
-            payload = p.error_payload(p.Code.PROTOCOL_VERSION, f"agent speaks protocol {p.VERSION}")
+        if req.get("protocol") not in p.SERVES:
+            payload = p.error_payload(p.Code.PROTOCOL_VERSION, f"agent speaks protocol "
+                                      f"{', '.join(map(str, p.SERVES))}")  # fmt: skip
             self.link.send(p.Msg.ERROR, payload, seq=frame.seq)
             return
         self.link.send(p.Msg.HELLO, p.json_payload(self._status()), seq=frame.seq)
@@ -255,7 +264,13 @@ class Agent:
             return self._data(frame)
         if t == p.Msg.PING:
             return p.Msg.PING, frame.payload, 0
+        if t == p.Msg.READ:
+            return self._read(frame.json())
         req = frame.json()
+        if t == p.Msg.LIST:
+            return p.Msg.LIST, p.json_payload(self._list()), 0
+        if t == p.Msg.PULL:
+            return p.Msg.PULL, p.json_payload(self._pull(req)), 0
         if t == p.Msg.BEGIN:
             return p.Msg.BEGIN, p.json_payload(self._begin(req)), 0
         if t == p.Msg.VERIFY:
@@ -267,7 +282,10 @@ class Agent:
             return p.Msg.ABORT, b"{}", 0
         if t == p.Msg.STATUS:
             return p.Msg.STATUS, p.json_payload(self._status()), 0
-        if t == p.Msg.ACTIVATE:
+        change: str | None = None
+        if t in (p.Msg.APPLY, p.Msg.REVERT, p.Msg.REMOVE):
+            change = self._change(t, req)
+        elif t == p.Msg.ACTIVATE:
             name = str(req.get("model"))
             if name not in self.staged:
                 raise Refusal(p.Code.NO_TRANSFER, f"nothing staged for {name}; flash it first")
@@ -275,28 +293,101 @@ class Agent:
             attempts = int(req.get("attempts", self.test_attempts))
             self.store.activate(name, self.staged.pop(name), test=test, attempts=attempts)
         elif t == p.Msg.CONFIRM:
-            self.store.confirm(self._model(req.get("model")))
+            change = self.store.confirm(self._model(req.get("model")))
         elif t == p.Msg.ROLLBACK:
             try:
-                self.store.rollback(self._model(req.get("model")))
+                change = self.store.rollback(self._model(req.get("model")), self.test_attempts)
             except SlotError as exc:
                 raise Refusal(p.Code.NO_PREVIOUS, str(exc)) from None
         else:
             raise Refusal(p.Code.BAD_REQUEST, f"unknown message type {t}")
-        return p.Msg.STATUS, p.json_payload(self._status()), 0
+        return p.Msg.STATUS, p.json_payload({**self._status(), "change": change}), 0
 
-    def _model(self, name: str | None) -> str:
+    def _model(self, name: str | None, fingerprint: Any = None, filename: str | None = None) -> str:
+        """``name``, or the one installed model; with several, the one whose running base
+        is ``fingerprint`` or that holds ``filename``."""
         models = self.store.models()
-        if name is None and len(models) == 1:
-            return models[0]
         if name is None:
+            if fingerprint is not None:
+                models = [m for m in models if fingerprint in self.store.fingerprints(m)] or models
+            if filename is not None:
+                models = [m for m in models if m in self.store.find_model(filename)] or models
+            if len(models) == 1:
+                return models[0]
             raise Refusal(p.Code.NO_MODEL, "no model is installed yet; flash an artifact first"
-                          if not models else f"{len(models)} models are installed "
-                          f"({', '.join(models)}); name one with --model")  # fmt: skip
+                          if not models else f"{len(models)} models fit ({', '.join(models)}); "
+                          "name one with --model")  # fmt: skip
         if name not in models:
             raise Refusal(p.Code.NO_MODEL, f"no installed model {name!r} (installed: "
                           f"{', '.join(models) or 'none'})")  # fmt: skip
         return str(name)
+
+    # ------------------------------------------------------------ weight changes, files
+
+    def _list(self) -> dict[str, Any]:
+        """Everything installed: per model its slots (as STATUS) and its change files."""
+        table = self.store.describe()
+        for name, entry in table.items():
+            entry["changes"] = self.store.changes(name)
+            entry["active_changes"] = self.store.active_changes(name)
+        return {"models": table, "free_bytes": self._free()}
+
+    def _change(self, t: int, req: dict[str, Any]) -> str:
+        target = str(req.get("target") or "")
+        try:
+            if t == p.Msg.REVERT:
+                kind = str(req.get("kind"))
+                if kind not in ("delta", "update"):
+                    raise Refusal(p.Code.BAD_REQUEST, f"kind {kind!r} is not delta or update")
+                return self.store.revert_change(self._model(req.get("model")), kind)
+            if t == p.Msg.REMOVE and target in ("A", "B"):
+                return self.store.remove(self._model(req.get("model")), target)
+            change_kind(target)
+            name = self._model(req.get("model"), filename=target)
+            if t == p.Msg.REMOVE:
+                return self.store.remove(name, target)
+            path = self.store.change_path(name, target)
+            if path.is_file():
+                signature = path.with_name(f"{target}.sig")
+                self._check_signature(
+                    hashlib.sha256(path.read_bytes()).digest(),
+                    signature.read_bytes() if signature.is_file() else None,
+                )
+            return self.store.apply_change(name, target)
+        except (NoSuchFile, WrongBase, InUse) as exc:
+            code = next(c for cls, c in CHANGE_CODES if isinstance(exc, cls))
+            raise Refusal(code, str(exc)) from None
+
+    def _pull(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Open a file under a model's directory for READ; ``active/`` names the running slot."""
+        name, rel = self._model(req.get("model")), str(req.get("path", ""))
+        if not safe_path(rel):
+            raise Refusal(p.Code.BAD_NAME, f"{rel!r} is not a plain relative path")
+        if rel.split("/")[0] == "active":
+            slot = self.store.state(name)["active"]
+            if slot is None:
+                raise Refusal(p.Code.NO_FILE, f"model {name} runs no artifact; flash one first")
+            rel = "/".join([slot, *rel.split("/")[1:]])
+        path = self.store.model_dir(name) / rel
+        if not path.is_file():
+            raise Refusal(p.Code.NO_FILE, f"no file {rel} in model {name}; see: semedge device "
+                          "list")  # fmt: skip
+        if self.pull:
+            self.pull[1].close()
+        handle = open(path, "rb")  # noqa: SIM115 (kept open until the next PULL: a file
+        sha = artifact.file_sha256(path)  # replaced meanwhile is still read whole, as hashed)
+        self.pull = (sha, handle)
+        return {"model": name, "path": rel, "size": path.stat().st_size, "sha256": sha}
+
+    def _read(self, req: dict[str, Any]) -> tuple[Any, bytes, int]:
+        offset, length = int(req["offset"]), int(req["length"])
+        if not self.pull or self.pull[0] != req.get("sha256"):
+            raise Refusal(p.Code.NO_TRANSFER, "READ of a file not opened by PULL; pull again")
+        if not 0 < length <= self.link.max_payload - p.DATA_HEADER.size or offset < 0:
+            raise Refusal(p.Code.BAD_REQUEST, "READ length out of range")
+        self.pull[1].seek(offset)
+        chunk = self.pull[1].read(length)
+        return (p.Msg.DATA, *p.data_payload(offset, chunk, compress=True))
 
     # ------------------------------------------------------------ transfer
 
@@ -308,7 +399,7 @@ class Agent:
             raise Refusal(p.Code.TOO_LARGE, f"{size} bytes exceeds this device's limit "
                           f"{self.max_file_size}")  # fmt: skip
         signature = bytes.fromhex(req["signature"]) if req.get("signature") else None
-        if req["kind"] == "delta":
+        if req["kind"] in ("delta", "update"):
             need = self._check_delta(req, signature)
         elif req["kind"] == "artifact":
             need = self._check_artifact(req, signature)
@@ -324,7 +415,8 @@ class Agent:
             self.transfer.discard()
             self.transfer = None
             raise Refusal(p.Code.NO_SPACE, f"needs {need} bytes, {self._free()} free on the "
-                          "device; remove old deltas/models or free space")  # fmt: skip
+                          "device; see what is installed with `semedge device list` and free "
+                          "space with `semedge device remove`")  # fmt: skip
         return {"offset": self.transfer.offset}
 
     def _check_artifact(self, req: dict[str, Any], signature: bytes | None) -> int:
@@ -357,22 +449,26 @@ class Agent:
         return int(req["size"]) + sum(int(e["size"]) for e in manifest["files"].values())
 
     def _check_delta(self, req: dict[str, Any], signature: bytes | None) -> int:
-        filename, name = req.get("filename", ""), self._model(req.get("model"))
-        if not safe_name(filename) or not filename.endswith(".delta.safetensors"):
-            raise Refusal(p.Code.BAD_NAME, f"delta name {filename!r} is not a plain "
-                          "*.delta.safetensors name")  # fmt: skip
-        self._check_base(name, req.get("header", {}).get("base_fingerprint"))
+        """A delta or update announcement: its name, the model it is for, its base, signature."""
+        filename, base = req.get("filename", ""), req.get("header", {}).get("base_fingerprint")
+        try:
+            kind = change_kind(filename)
+        except SlotError as exc:
+            raise Refusal(p.Code.BAD_NAME, str(exc)) from None
+        if kind != req["kind"]:
+            raise Refusal(p.Code.BAD_NAME, f"{filename} is not named like a {req['kind']}")
+        self._check_base(self._model(req.get("model"), fingerprint=base), base)
         self._check_signature(bytes.fromhex(req["sha256"]), signature)
         return 2 * int(req["size"])
 
     def _check_base(self, name: str, fingerprint: Any) -> None:
-        manifest = self.store.active_manifest(name)
-        base = manifest["base_fingerprint"] if manifest else None
-        if fingerprint != base:
+        bases = self.store.fingerprints(name)
+        if fingerprint not in bases:
+            have = str(bases[-1])[:12] if bases else "None"
             raise Refusal(
                 p.Code.WRONG_BASE,
                 f"delta is for base {str(fingerprint)[:12]}…, installed {name} is "
-                f"{str(base)[:12]}…; adapt against this base",
+                f"{have}…; adapt against this base",
             )
 
     def _check_signature(self, message: bytes, signature: bytes | None) -> None:
@@ -411,11 +507,13 @@ class Agent:
         crash_point("received")
         req = t.request
         try:
-            if req["kind"] == "delta":
-                name = self._model(req.get("model"))
-                self._check_base(name, delta_header(path.read_bytes()).get("base_fingerprint"))
-                self.store.install_delta(name, path, req["filename"])
-                return {"model": name, "delta": req["filename"]}
+            if req["kind"] in ("delta", "update"):
+                base = delta_header(path.read_bytes()).get("base_fingerprint")
+                name = self._model(req.get("model"), fingerprint=base)
+                self._check_base(name, base)
+                signature = bytes.fromhex(req["signature"]) if req.get("signature") else None
+                self.store.install_change(name, path, req["filename"], signature)
+                return {"model": name, req["kind"]: req["filename"]}
             if artifact.manifest_bytes(path) != req["manifest"].encode("utf-8"):
                 raise Refusal(
                     p.Code.VERIFY_FAILED, "artifact manifest differs from the announced one"

@@ -15,6 +15,7 @@ does too. ``stats`` records what was sent, so resumes and losses can be measured
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import random
 import sys
@@ -36,7 +37,7 @@ def check_upload(path: str | Path) -> None:
     """Raise the one-line reason ``path`` cannot be flashed, before any port is opened: a
     delta must load and validate, an artifact must verify, a signature must be one."""
     path = Path(path)
-    if signing.is_delta(path):
+    if signing.is_weight_change(path):
         from sdk.delta import load_delta  # numpy + safetensors, no torch
 
         load_delta(path)
@@ -203,9 +204,17 @@ class Flasher:
         """A JSON request/reply round trip inside the current session."""
         if not self.connected:
             self.hello()
-        changes_slots = type in (p.Msg.ACTIVATE, p.Msg.CONFIRM, p.Msg.ROLLBACK)
+        changes_slots = type in (p.Msg.ACTIVATE, p.Msg.CONFIRM, p.Msg.ROLLBACK, p.Msg.APPLY,
+                                 p.Msg.REVERT, p.Msg.REMOVE)  # fmt: skip
         expect = p.Msg.STATUS if changes_slots else type
         return self._exchange(type, p.json_payload(body or {}), (expect,)).json()
+
+    def close(self) -> None:
+        """End the session (BYE, best effort) so another host need not wait out its lease."""
+        if self.connected:
+            self.connected = False
+            with contextlib.suppress(p.ProtocolError):
+                self._exchange(p.Msg.BYE, b"", (p.Msg.BYE,))
 
     def status(self) -> dict[str, Any]:
         return self.request(p.Msg.STATUS)
@@ -252,10 +261,11 @@ class Flasher:
     ) -> tuple[Path, dict[str, Any]]:
         check_upload(path)
         signature = signing.read_signature(path)
-        if signing.is_delta(path):
+        if signing.is_weight_change(path):
             blob = path
             header = delta_header(path.read_bytes())
-            begin: dict[str, Any] = {"kind": "delta", "filename": path.name, "model": model,
+            kind = "update" if path.name.endswith(signing.UPDATE_SUFFIX) else "delta"
+            begin: dict[str, Any] = {"kind": kind, "filename": path.name, "model": model,
                      "header": {"base_fingerprint": header.get("base_fingerprint"),
                                 "domain": header.get("domain")}}  # fmt: skip
         else:

@@ -27,7 +27,12 @@ from typing import Any
 
 from sdk.errors import SemedgeError
 
-VERSION = 1
+VERSION = 2
+"""Message-set version spoken in HELLO. 2 added LIST, APPLY, REVERT, REMOVE, PULL, READ, BYE."""
+SERVES = (1, 2)
+"""HELLO versions an agent answers: every version-1 message is unchanged in 2."""
+FRAME_VERSION = 1
+"""Version byte of the frame header (the framing itself is unchanged since 1)."""
 HEADER = struct.Struct("<BBBBIII")
 CRC = struct.Struct("<I")
 OVERHEAD = HEADER.size + CRC.size
@@ -63,6 +68,13 @@ class Msg(enum.IntEnum):
     PING = 11
     ERROR = 12
     BUSY = 13
+    LIST = 14
+    APPLY = 15
+    REVERT = 16
+    REMOVE = 17
+    PULL = 18
+    READ = 19
+    BYE = 20
 
 
 class Code(enum.IntEnum):
@@ -83,6 +95,8 @@ class Code(enum.IntEnum):
     NO_MODEL = 13
     NO_PREVIOUS = 14
     INTERNAL = 15
+    NO_FILE = 16
+    IN_USE = 17
 
 
 class ProtocolError(SemedgeError):
@@ -156,7 +170,7 @@ def encode_frame(
     type: int, payload: bytes = b"", *, session: int, seq: int, flags: int = 0
 ) -> bytes:
     """One complete wire frame including the leading and trailing delimiters."""
-    raw = HEADER.pack(VERSION, type, flags, 0, session, seq, len(payload)) + payload
+    raw = HEADER.pack(FRAME_VERSION, type, flags, 0, session, seq, len(payload)) + payload
     return b"\x00" + cobs_encode(raw + CRC.pack(zlib.crc32(raw))) + b"\x00"
 
 
@@ -169,7 +183,7 @@ def parse_frame(encoded: bytes) -> Frame:
     if zlib.crc32(body) != crc:
         raise ValueError("crc mismatch")
     version, type, flags, _, session, seq, length = HEADER.unpack(body[: HEADER.size])
-    if version != VERSION:
+    if version != FRAME_VERSION:
         raise ValueError("protocol version")
     if length != len(body) - HEADER.size:
         raise ValueError("length mismatch")

@@ -104,13 +104,17 @@ def read_public_key(path: str | Path) -> bytes:
     return _read_key(path, "public key")
 
 
-def is_delta(path: str | Path) -> bool:
-    return str(path).endswith(".delta.safetensors")
+DELTA_SUFFIX, UPDATE_SUFFIX = ".delta.safetensors", ".update.safetensors"
+
+
+def is_weight_change(path: str | Path) -> bool:
+    """A ZFDA delta or an SLF update package: one file, signed over its SHA-256 (``FILE.sig``)."""
+    return str(path).endswith((DELTA_SUFFIX, UPDATE_SUFFIX))
 
 
 def signed_message(path: str | Path) -> bytes:
     """What the signature of ``path`` covers: manifest bytes, or a delta's SHA-256 digest."""
-    if is_delta(path):
+    if is_weight_change(path):
         return hashlib.sha256(Path(path).read_bytes()).digest()
     return artifact.manifest_bytes(path)
 
@@ -121,8 +125,8 @@ def read_signature(path: str | Path) -> bytes | None:
     Anything there that cannot be an Ed25519 signature (not 64 bytes, not a file) is a
     :class:`SignatureError`, not "unsigned"."""
     path = Path(path)
-    if is_delta(path) or path.is_dir():
-        sig = Path(f"{path}.sig") if is_delta(path) else path / artifact.SIGNATURE
+    if is_weight_change(path) or path.is_dir():
+        sig = Path(f"{path}.sig") if is_weight_change(path) else path / artifact.SIGNATURE
         if not sig.exists():
             return None
         signature = sig.read_bytes() if sig.is_file() else b""
@@ -148,14 +152,14 @@ def read_signature(path: str | Path) -> bytes | None:
 def sign(path: str | Path, key_path: str | Path) -> Path:
     """Sign an artifact directory, ``.tar`` (rewritten with the signature) or delta file."""
     path = Path(path)
-    if is_delta(path):
+    if is_weight_change(path):
         from sdk.delta import load_delta  # numpy + safetensors: still no torch
 
         load_delta(path)  # never sign a file that no device would accept
     else:
         artifact.verify_artifact(path)
     signature = sign_bytes(signed_message(path), key_path)
-    if is_delta(path):
+    if is_weight_change(path):
         return write_bytes(Path(f"{path}.sig"), signature)
     if path.is_dir():
         return write_bytes(path / artifact.SIGNATURE, signature)

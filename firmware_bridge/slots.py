@@ -3,20 +3,25 @@
 Layout under the agent root::
 
     models/<name>/A/ , models/<name>/B/   one extracted artifact each (manifest.json + payload)
-    models/<name>/state.json              which slot is active; the only thing that says so
+    models/<name>/state.json              which slot is active and which confirmed; the
+                                          only thing that says so
     models/<name>/deltas/<file>           deltas for that model's base
     incoming/<sha256>.part                a transfer in progress (resumable)
 
-Installing writes only the inactive slot: extract into a hidden temp directory, fsync
-every file and the directory, rename it onto the slot name, fsync the parent. Only
-then is ``state.json`` replaced (temp file, fsync, rename, directory fsync). A crash
-before that rename leaves the old state pointing at the untouched old slot; after it,
-at the complete new slot. So there is always exactly one valid active artifact (once
-one was installed) and never a torn state file.
+Per model one slot may hold the **confirmed** build (MCUboot's rule): it is never a
+write target and loses that status only when a CONFIRM (or a permanent activation)
+names the other slot. Installing writes the other slot: extract into a hidden temp
+directory, fsync every file and the directory, rename it onto the slot name, fsync the
+parent. Only then is ``state.json`` replaced (temp file, fsync, rename, directory
+fsync). A crash before that rename leaves the old state pointing at the untouched old
+slot; after it, at the complete new slot. So there is always exactly one valid active
+artifact (once one was installed), a confirmed build once one was confirmed, and never
+a torn state file. States and transitions: ``docs/flashing.md``.
 
 TEST activation keeps ``test.attempts_left`` restarts of the agent on the new slot;
-the next restart after they are used up reverts to the previous slot unless CONFIRM
-cleared the test (MCUboot's test/confirm, with the agent start standing in for boot).
+the next restart after they are used up returns to the confirmed slot unless CONFIRM
+made the test build the confirmed one (MCUboot's test/confirm, with the agent start
+standing in for boot).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,60 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 class SlotError(SemedgeError):
     """A slot operation that cannot be done (no model, no previous slot, bad name)."""
+
+
+class ChangeError(SlotError):
+    """A weight change that cannot be applied, reverted or removed (it says why and what to do)."""
+
+
+class NoSuchFile(ChangeError):
+    """The named delta, update, slot or file is not on the device."""
+
+
+class WrongBase(ChangeError):
+    """A delta/update made for another base than the running model."""
+
+
+class InUse(ChangeError):
+    """The file or slot is active (or confirmed): deactivate it first."""
+
+
+CHANGE_KINDS = {"delta": "deltas", "update": "updates"}
+"""Weight-change kinds (ZFDA deltas, SLF updates) and the folder each lives in."""
+EMPTY_CHANGES = {"delta": None, "update": None}
+
+
+def change_kind(filename: str) -> str:
+    """``delta`` or ``update`` from a ``*.delta.safetensors`` / ``*.update.safetensors`` name."""
+    for kind in CHANGE_KINDS:
+        if safe_name(filename) and filename.endswith(f".{kind}.safetensors"):
+            return kind
+    raise SlotError(f"{filename!r} is not a plain *.delta.safetensors or *.update.safetensors name")
+
+
+def delta_header(data: bytes) -> dict[str, Any]:
+    """The ``__metadata__`` of a safetensors file from its header (8-byte LE length + JSON)."""
+    if len(data) < 8:
+        raise ValueError("not a safetensors file")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8 or n > 100_000_000:
+        raise ValueError("safetensors header length out of range")
+    meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("safetensors __metadata__ is not an object")
+    return meta
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """:func:`delta_header` of a file, reading only its header."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        return delta_header(head + f.read(min(n, 100_000_000)))
+
+
+def _other(slot: str) -> str:
+    return "B" if slot == "A" else "A"
 
 
 def crash_point(step: str) -> None:
@@ -100,6 +160,32 @@ def write_atomic(path: Path, data: bytes, step: str | None = None) -> None:
     fsync_dir(path.parent)
 
 
+def read_state(model_dir: Path) -> dict[str, Any]:
+    """A model's ``state.json``: ``active``, ``confirmed``, ``test``, ``security_counter`` and
+    per-slot active ``changes`` (read-only; what an app reads too).
+
+    A format-1 file (no ``confirmed``) reads as its meaning was: the active slot is
+    confirmed unless under test, in which case ``previous`` was.
+    """
+    path = model_dir / STATE
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"active": None, "confirmed": None, "test": None, "security_counter": 0,
+                "changes": {}}  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise SlotError(f"{path} is unreadable ({exc}); reinstall the model") from None
+    if "confirmed" not in state:
+        state["confirmed"] = state.get("previous") if state.get("test") else state["active"]
+    return {
+        "active": state["active"],
+        "confirmed": state["confirmed"],
+        "test": state.get("test") if state["active"] != state["confirmed"] else None,
+        "security_counter": int(state.get("security_counter", 0)),
+        "changes": {k: v for k, v in (state.get("changes") or {}).items() if any(v.values())},
+    }
+
+
 class SlotStore:
     """The models installed under an agent root, with their A/B slots and state files."""
 
@@ -134,21 +220,20 @@ class SlotStore:
         return True
 
     def state(self, name: str) -> dict[str, Any]:
-        """The model's state; a ``previous`` slot that no longer verifies reads as None."""
-        path = self.model_dir(name) / STATE
-        try:
-            state = json.loads(path.read_text())
-        except FileNotFoundError:
-            return {"active": None, "previous": None, "test": None, "security_counter": 0}
-        except (OSError, ValueError) as exc:
-            raise SlotError(f"{path} is unreadable ({exc}); reinstall the model") from None
-        if state.get("previous") and not self._valid(name, state["previous"]):
-            state["previous"] = None
-        return dict(state)
+        """The model's state (:func:`read_state`)."""
+        return read_state(self.model_dir(name))
 
-    def _write_state(self, name: str, state: dict[str, Any]) -> None:
-        data = json.dumps({"format": "semedge.slots", "format_version": 1, **state}, indent=2)
-        write_atomic(self.model_dir(name) / STATE, data.encode() + b"\n", step="state")
+    def active_changes(self, name: str, slot: str | None = None) -> dict[str, str | None]:
+        """``{"delta": file|None, "update": file|None}`` active on ``slot`` (default: active)."""
+        state = self.state(name)
+        slot = slot or state["active"]
+        return {**EMPTY_CHANGES, **state["changes"].get(slot, {})}
+
+    def _write_state(self, name: str, state: dict[str, Any], step: str = "state") -> None:
+        changes = {slot: c for slot, c in state["changes"].items() if any(c.values())}
+        state = {"format": "semedge.slots", "format_version": 2, **state, "changes": changes}
+        data = json.dumps(state, indent=2)
+        write_atomic(self.model_dir(name) / STATE, data.encode() + b"\n", step=step)
 
     def active_dir(self, name: str) -> Path | None:
         slot = self.state(name)["active"]
@@ -157,6 +242,11 @@ class SlotStore:
     def active_manifest(self, name: str) -> dict[str, Any] | None:
         path = self.active_dir(name)
         return artifact.read_manifest(path) if path else None
+
+    def fallback(self, name: str, state: dict[str, Any]) -> str | None:
+        """The slot ROLLBACK switches to: the other slot, if it holds a valid artifact."""
+        other = _other(state["active"]) if state["active"] else None
+        return other if self._valid(name, other) else None
 
     def describe(self) -> dict[str, Any]:
         """Slot table for HELLO/STATUS: per model, the state and what each slot holds."""
@@ -174,21 +264,56 @@ class SlotStore:
                             "base_fingerprint": m["base_fingerprint"],
                             "security_counter": m.get("security_counter", 0),
                             "sha256": artifact.file_sha256(path / artifact.MANIFEST),
+                            "size": sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
+                            "signed": (path / artifact.SIGNATURE).is_file(),
                         }
                     except SemedgeError:
                         slots[slot] = {"invalid": True}
-            deltas = sorted(p.name for p in (self.model_dir(name) / "deltas").glob("*"))
-            table[name] = {**state, "slots": slots, "deltas": deltas}
+            files = {
+                kind: sorted(p.name for p in (self.model_dir(name) / folder).glob(f"*.{kind}.*")
+                             if not p.name.endswith(".sig"))
+                for kind, folder in CHANGE_KINDS.items()
+            }  # fmt: skip
+            table[name] = {
+                **state,
+                "previous": self.fallback(name, state),
+                "slots": slots,
+                "deltas": files["delta"],
+                "updates": files["update"],
+            }
         return table
 
-    # ------------------------------------------------------------ install
+    def _label(self, name: str, slot: str) -> str:
+        """``B (v2)``: a slot and the model version it holds, for messages."""
+        try:
+            manifest = artifact.read_manifest(self.model_dir(name) / slot)
+        except SemedgeError:
+            return f"{slot} (invalid)"
+        return f"{slot} (v{manifest['model']['version']})"
+
+    # ------------------------------------------------------------ transitions
+
+    @staticmethod
+    def write_target(state: dict[str, Any]) -> str:
+        """The slot an install writes: never the confirmed one, else never the running one."""
+        keep = state["confirmed"] or state["active"]
+        return _other(keep) if keep else SLOTS[0]
 
     def stage(self, name: str, tar: Path) -> str:
-        """Write the artifact ``tar`` into the inactive slot of ``name``; returns that slot."""
+        """Write the artifact ``tar`` into :meth:`write_target` of ``name``; returns that slot.
+
+        When that slot runs a build under test, the state first returns to the confirmed
+        build (its own atomic write), so the slot being overwritten never runs.
+        """
         mdir = self.model_dir(name)
         mdir.mkdir(parents=True, exist_ok=True)
         state = self.state(name)
-        slot = "B" if state["active"] == "A" else "A"
+        slot = self.write_target(state)
+        if state["active"] == slot or slot in state["changes"]:
+            state["changes"].pop(slot, None)
+            if state["active"] == slot:
+                state.update(active=state["confirmed"], test=None)
+            self._write_state(name, state, step="leave-test")
         tmp = mdir / f".{slot}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         artifact.extract(tar, tmp)
@@ -202,65 +327,241 @@ class SlotStore:
         return slot
 
     def activate(self, name: str, slot: str, *, test: bool, attempts: int = 0) -> None:
-        """Make ``slot`` active; a TEST activation survives ``attempts`` agent restarts."""
+        """Run ``slot``: under TEST (``attempts`` agent restarts, then back to the confirmed
+        build) or permanently (it becomes the confirmed build — a CONFIRM of that slot)."""
         if not self._valid(name, slot):
             raise SlotError(f"slot {slot} of {name} holds no valid artifact; flash it again")
         state = self.state(name)
-        if state["active"] != slot:
-            state["previous"] = state["active"]
         state["active"] = slot
-        state["test"] = {"slot": slot, "attempts_left": attempts} if test else None
-        if not test:
-            state["security_counter"] = self._counter(name, slot, state)
+        if test and slot != state["confirmed"]:
+            state["test"] = {"slot": slot, "attempts_left": attempts}
+        else:
+            self._make_confirmed(name, state)
         self._write_state(name, state)
 
-    def _counter(self, name: str, slot: str, state: dict[str, Any]) -> int:
+    def _make_confirmed(self, name: str, state: dict[str, Any]) -> None:
+        slot = state["active"]
         m = artifact.read_manifest(self.model_dir(name) / slot)
-        return max(int(state.get("security_counter", 0)), int(m.get("security_counter", 0)))
+        counter = max(state["security_counter"], int(m.get("security_counter", 0)))
+        state.update(confirmed=slot, test=None, security_counter=counter)
 
-    def confirm(self, name: str) -> None:
-        """Make the running TEST slot permanent (no-op when nothing is under test)."""
+    def confirm(self, name: str) -> str:
+        """Make the running build the confirmed one; returns what changed, in words."""
         state = self.state(name)
-        if state["active"] is None:
+        active, old = state["active"], state["confirmed"]
+        if active is None:
             raise SlotError(f"model {name} has no active artifact; flash one first")
-        if state["test"]:
-            state["test"] = None
-            state["security_counter"] = self._counter(name, state["active"], state)
-            self._write_state(name, state)
-
-    def rollback(self, name: str) -> None:
-        """Return to the previous slot (it must still verify)."""
-        state = self.state(name)
-        if not state["previous"]:
-            raise SlotError(f"model {name} has no previous artifact to roll back to")
-        state["active"], state["previous"] = state["previous"], state["active"]
-        state["test"] = None
+        if active == old:
+            return f"{name}: {self._label(name, active)} was already confirmed; nothing changed"
+        self._make_confirmed(name, state)
         self._write_state(name, state)
+        was = f"; {self._label(name, old)} is no longer kept as fallback" if old else ""
+        return f"{name}: confirmed {self._label(name, active)}, it survives restarts{was}"
+
+    def rollback(self, name: str, attempts: int = 0) -> str:
+        """Leave the running build; returns what changed, in words.
+
+        Under TEST: back to the confirmed build (the test build stays, inactive). On the
+        confirmed build: the other slot's build runs under TEST — confirming it is the
+        only way it takes over the confirmed status, so a restart without CONFIRM comes
+        back to the build that was confirmed.
+        """
+        state = self.state(name)
+        active, confirmed = state["active"], state["confirmed"]
+        if active and confirmed and active != confirmed:
+            state.update(active=confirmed, test=None)
+            self._write_state(name, state)
+            return (f"{name}: left {self._label(name, active)} (under test), running the "
+                    f"confirmed {self._label(name, confirmed)}")  # fmt: skip
+        other = self.fallback(name, state) if active else None
+        if other is None:
+            raise SlotError(f"model {name} has no previous artifact to roll back to")
+        state.update(active=other, test={"slot": other, "attempts_left": attempts})
+        self._write_state(name, state)
+        back = f"returns to {self._label(name, active)}" if confirmed else "keeps it"
+        return (f"{name}: running {self._label(name, other)} under TEST; `semedge device "
+                f"confirm` keeps it, a restart without that {back}")  # fmt: skip
 
     def boot(self) -> list[str]:
-        """Count one agent start against every TEST slot; revert those out of attempts."""
+        """Count one agent start against every TEST slot; revert those out of attempts.
+
+        A build under test with no confirmed build to return to keeps running, still
+        unconfirmed (it is never promoted to confirmed by a restart).
+        """
         reverted = []
+        self._sweep()
         for name in self.models():
             state = self.state(name)
-            test = state.get("test")
+            test = state["test"]
             if not test:
                 continue
             if test["attempts_left"] > 0:
                 test["attempts_left"] -= 1
-            elif state["previous"]:
-                state["active"], state["previous"] = state["previous"], None
-                state["test"] = None
+            elif state["confirmed"]:
+                state.update(active=state["confirmed"], test=None)
                 reverted.append(name)
-            else:  # nothing to go back to: keep the only artifact, as confirmed
-                state["test"] = None
+            else:
+                continue
             self._write_state(name, state)
         return reverted
 
-    def install_delta(self, name: str, src: Path, filename: str) -> Path:
-        """Place a delta file beside the model (temp + fsync + rename + directory fsync)."""
-        if not safe_name(filename):
-            raise SlotError(f"delta name {filename!r} is not a plain file name")
-        ddir = self.model_dir(name) / "deltas"
-        ddir.mkdir(parents=True, exist_ok=True)
-        write_atomic(ddir / filename, src.read_bytes())
-        return ddir / filename
+    def _sweep(self) -> None:
+        """Delete what a power cut left half-done: temp files and slot directories of
+        writes that never reached their rename, and slots whose removal it interrupted."""
+        models = self.root / "models"
+        for pattern in ("*/.*.tmp", "*/.*.trash", "*/deltas/.*.tmp", "*/updates/.*.tmp"):
+            for leftover in models.glob(pattern):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ weight changes
+
+    def change_path(self, name: str, filename: str) -> Path:
+        return self.model_dir(name) / CHANGE_KINDS[change_kind(filename)] / filename
+
+    def install_change(
+        self, name: str, src: Path, filename: str, signature: bytes | None = None
+    ) -> Path:
+        """Place a delta/update file (and its ``.sig``) beside the model, atomically; a file
+        of that name that is active somewhere is refused (deactivate it first)."""
+        path = self.change_path(name, filename)
+        if path.exists() and self._active_in(name, filename):
+            raise InUse(f"{filename} is active on {name}; deactivate it before replacing it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if signature:
+            write_atomic(path.with_name(f"{filename}.sig"), signature)
+        else:
+            path.with_name(f"{filename}.sig").unlink(missing_ok=True)
+        write_atomic(path, src.read_bytes(), step="change")
+        return path
+
+    def _active_in(self, name: str, filename: str) -> list[str]:
+        changes = self.state(name)["changes"]
+        return sorted(slot for slot, c in changes.items() if filename in c.values())
+
+    def changes(self, name: str) -> list[dict[str, Any]]:
+        """Every delta/update file of ``name``: size, SHA-256, fingerprints, signed, active on."""
+        out = []
+        for kind, folder in CHANGE_KINDS.items():
+            for path in sorted((self.model_dir(name) / folder).glob(f"*.{kind}.safetensors")):
+                try:
+                    meta = read_header(path)
+                except (OSError, ValueError):
+                    meta = {"invalid": "unreadable header"}
+                out.append({
+                    "file": path.name, "kind": kind, "size": path.stat().st_size,
+                    "sha256": artifact.file_sha256(path),
+                    "base_fingerprint": meta.get("base_fingerprint"),
+                    "result_fingerprint": meta.get("result_fingerprint"),
+                    "domain": meta.get("domain"),
+                    "signed": path.with_name(f"{path.name}.sig").is_file(),
+                    "active_in": self._active_in(name, path.name),
+                })  # fmt: skip
+        return out
+
+    def fingerprints(self, name: str, slot: str | None = None) -> list[str]:
+        """Bases a change may name on ``slot`` (default: active): the artifact's, then the
+        result of its active update (a delta made on the updated model)."""
+        slot = slot or self.state(name)["active"]
+        if slot is None or not self._valid(name, slot):
+            return []
+        found = [artifact.read_manifest(self.model_dir(name) / slot)["base_fingerprint"]]
+        update = self.active_changes(name, slot)["update"]
+        if update:
+            found.append(read_header(self.change_path(name, update)).get("result_fingerprint"))
+        return found
+
+    def apply_change(self, name: str, filename: str) -> str:
+        """Make a delta (one at a time) or update active on the running slot; returns what
+        changed. Checks the file's base against the slot first; touches nothing on refusal."""
+        kind, path = change_kind(filename), self.change_path(name, filename)
+        state = self.state(name)
+        slot = state["active"]
+        if slot is None:
+            raise NoSuchFile(f"model {name} runs no artifact; flash one first")
+        if not path.is_file():
+            raise NoSuchFile(f"no {kind} {filename} on {name}; flash it first (see: semedge "
+                              "device list)")  # fmt: skip
+        base = read_header(path).get("base_fingerprint")
+        current = self.active_changes(name)
+        bases = self.fingerprints(name)
+        if kind == "update":
+            bases = bases[:1]
+            if current["delta"] and self._delta_base(name, current["delta"]) not in bases:
+                raise InUse(f"delta {current['delta']} depends on update "
+                                  f"{current['update']}; deactivate it first")  # fmt: skip
+        if base not in bases:
+            raise WrongBase(
+                f"{filename} is for base {str(base)[:12]}…, {name} slot {slot} is "
+                f"{str(bases[-1])[:12]}…; adapt against the running model"
+            )
+        if current[kind] == filename:
+            return f"{name}: {kind} {filename} was already active on {slot}; nothing changed"
+        state["changes"][slot] = {**current, kind: filename}
+        self._write_state(name, state)
+        was = f" (replacing {current[kind]})" if current[kind] else ""
+        return f"{name}: {kind} {filename} active on {self._label(name, slot)}{was}"
+
+    def _delta_base(self, name: str, filename: str) -> Any:
+        return read_header(self.change_path(name, filename)).get("base_fingerprint")
+
+    def revert_change(self, name: str, kind: str) -> str:
+        """Deactivate the running slot's delta, or roll back its update; returns what changed."""
+        state = self.state(name)
+        slot = state["active"]
+        current = self.active_changes(name)
+        if not slot or not current[kind]:
+            return f"{name}: no {kind} is active; nothing changed"
+        delta = current["delta"]
+        if (
+            kind == "update"
+            and delta
+            and self._delta_base(name, delta) not in self.fingerprints(name)[:1]
+        ):
+            raise InUse(f"delta {delta} depends on update {current['update']}; semedge device "
+                        "deactivate-delta first")  # fmt: skip
+        state["changes"][slot] = {**current, kind: None}
+        self._write_state(name, state)
+        verb = "deactivated" if kind == "delta" else "rolled back"
+        return f"{name}: {verb} {kind} {current[kind]} on {self._label(name, slot)}"
+
+    def remove(self, name: str, what: str) -> str:
+        """Delete a delta/update file that is active nowhere, or a slot that neither runs nor
+        holds the confirmed build; returns what was freed."""
+        state = self.state(name)
+        if what in SLOTS:
+            if what in (state["active"], state["confirmed"]):
+                role = "running" if what == state["active"] else "confirmed"
+                raise InUse(f"slot {what} of {name} holds the {role} build; only an "
+                                  "inactive, unconfirmed slot can be removed")  # fmt: skip
+            path = self.model_dir(name) / what
+            if not path.is_dir():
+                raise NoSuchFile(f"slot {what} of {name} is empty; nothing to remove")
+            freed = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            if what in state["changes"]:
+                state["changes"].pop(what)
+                self._write_state(name, state)
+            trash = path.with_name(f".{what}.trash")
+            os.replace(path, trash)
+            fsync_dir(path.parent)
+            crash_point("trash-renamed")
+            shutil.rmtree(trash)
+            return f"{name}: removed slot {what}, {freed} bytes freed"
+        path = self.change_path(name, what)
+        if not path.is_file():
+            raise NoSuchFile(f"no file {what} on {name}; see: semedge device list")
+        if self._active_in(name, what):
+            verb = "deactivate-delta" if change_kind(what) == "delta" else "rollback-update"
+            raise InUse(f"{what} is active on {name} slot {self._active_in(name, what)[0]};"
+                              f" semedge device {verb} first")  # fmt: skip
+        freed = path.stat().st_size
+        path.unlink()
+        path.with_name(f"{what}.sig").unlink(missing_ok=True)
+        fsync_dir(path.parent)
+        return f"{name}: removed {what}, {freed} bytes freed"
+
+    def find_model(self, filename: str) -> list[str]:
+        """The models holding a change file called ``filename``."""
+        return [m for m in self.models() if self.change_path(m, filename).is_file()]

@@ -26,6 +26,7 @@ from sdk.runtime.base import BaseRunner, InputError, RunnerError
 
 if TYPE_CHECKING:
     from sdk.delta import Delta, PreparedDelta
+    from sdk.runtime.device import DeviceRuntime
 
 BACKENDS = ("torch", "onnxrt", "trt")
 PAYLOAD = {"onnxrt": "model.onnx", "trt": "model.plan"}
@@ -124,6 +125,17 @@ class Runtime:
             return cls._start(cls._onnxrt(path, None, delta_mode, threads, providers))
         trust.require_signed(path, key, "artifact")
         return cls._from_artifact(path, backend, delta_mode, threads, providers)
+
+    @staticmethod
+    def open_device(
+        root: str | Path, model: str | None = None, *, poll: float = 0.5, **options: Any
+    ) -> DeviceRuntime:
+        """Serve the device's running build of ``model`` (default: the only one) under the
+        agent root ``root``, with its active update and delta, following every change the
+        agent makes (``sdk.runtime.device``); ``options`` as for :meth:`load`."""
+        from sdk.runtime.device import DeviceRuntime
+
+        return DeviceRuntime(root, model, poll=poll, **options)
 
     @classmethod
     def _start(

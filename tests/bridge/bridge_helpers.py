@@ -70,10 +70,15 @@ class Processes:
         self.procs.append(proc)
         return proc
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run ``semedge ARGS`` as a separate process to completion."""
+    def popen(self, *args: str) -> subprocess.Popen:
+        """Start ``semedge ARGS`` as a separate process (stdout, stderr piped)."""
         proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.procs.append(proc)
+        return proc
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run ``semedge ARGS`` as a separate process to completion."""
+        proc = self.popen(*args)
         out, err = proc.communicate(timeout=timeout)
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
 

@@ -101,7 +101,7 @@ def test_own_echo_and_stale_session_dropped():
 
 
 def test_length_mismatch_rejected():
-    raw = p.HEADER.pack(p.VERSION, p.Msg.PING, p.FLAG_FROM_DEVICE, 0, 1, 1, 5) + b"abc"
+    raw = p.HEADER.pack(p.FRAME_VERSION, p.Msg.PING, p.FLAG_FROM_DEVICE, 0, 1, 1, 5) + b"abc"
     wire = b"\x00" + p.cobs_encode(raw + p.CRC.pack(zlib.crc32(raw))) + b"\x00"
     dec = host_decoder()
     assert dec.feed(wire) == []
@@ -111,7 +111,9 @@ def test_length_mismatch_rejected():
 @pytest.mark.parametrize("declared", [2**31, 2**32 - 1])
 def test_huge_declared_length_costs_nothing(declared):
     """A header claiming gigabytes is refused from what arrived, never allocated."""
-    raw = p.HEADER.pack(p.VERSION, p.Msg.DATA, p.FLAG_FROM_DEVICE, 0, 1, 1, declared) + b"x" * 8
+    raw = (
+        p.HEADER.pack(p.FRAME_VERSION, p.Msg.DATA, p.FLAG_FROM_DEVICE, 0, 1, 1, declared) + b"x" * 8
+    )
     wire = b"\x00" + p.cobs_encode(raw + p.CRC.pack(zlib.crc32(raw))) + b"\x00"
     dec = host_decoder()
     block = b"\x01" * (1 << 20)  # an endless frame (no delimiter), fed 1 MiB at a time

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -50,12 +51,7 @@ def test_test_activation_reverts_unless_confirmed(tmp_path, procs, relays):
     v1 = make_artifact(tmp_path / "v1", seed=1)
     v2 = make_artifact(tmp_path / "v2", seed=2, version="2")
 
-    def restart_agent():
-        for proc in procs.procs:
-            if proc.poll() is None and "agent" in proc.args:
-                proc.kill()
-                proc.wait()
-        procs.agent(relay.agent_port, root)
+    restart_agent = partial(restarted, procs, relay, root)
 
     procs.agent(relay.agent_port, root)
     assert flash(procs, relay.host_port, v1, "--activate", "permanent")[0].returncode == 0
@@ -73,13 +69,66 @@ def test_test_activation_reverts_unless_confirmed(tmp_path, procs, relays):
     restart_agent()
     assert active_payload_sha(root) == source_sha(v2)  # CONFIRM persisted across restarts
 
-    assert procs.cli("device", "rollback", "--port", relay.host_port).returncode == 0
+    res = procs.cli("device", "rollback", "--port", relay.host_port)
+    assert res.returncode == 0 and "running A (v1) under TEST" in res.stdout, res.stderr
     assert active_payload_sha(root) == source_sha(v1)
+    restart_agent()  # going back to v1 is a test of v1 too: unconfirmed, v2 returns
+    assert active_payload_sha(root) == source_sha(v2)
+    assert procs.cli("device", "rollback", "--port", relay.host_port).returncode == 0
+    assert procs.cli("device", "confirm", "--port", relay.host_port).returncode == 0
     restart_agent()
     assert active_payload_sha(root) == source_sha(v1)
-    assert procs.cli("device", "rollback", "--port", relay.host_port).returncode == 0
     refused(procs.cli("device", "rollback", "--port", relay.host_port, "--model", "nope"),
             "NO_MODEL")  # fmt: skip
+
+
+def restarted(procs, relay, root):
+    """Kill the running agent and start a new one on the same root (a device reboot)."""
+    for proc in procs.procs:
+        if proc.poll() is None and "agent" in proc.args:
+            proc.kill()
+            proc.wait()
+    procs.agent(relay.agent_port, root)
+    device(procs, relay, "status")  # answered once the new agent has booted
+
+
+def device(procs, relay, *args):
+    res = procs.cli("device", *args, "--port", relay.host_port)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_reflash_before_confirm_keeps_v1_and_restart_shows_it(tmp_path, procs, relays):
+    """Issue 10 #2, as reported: v1 permanent, v2 TEST, v2 again, agent restart."""
+    relay, root = relays(), tmp_path / "root"
+    v1 = make_artifact(tmp_path / "v1", seed=1)
+    v2 = make_artifact(tmp_path / "v2", seed=2, version="2")
+    procs.agent(relay.agent_port, root)
+    assert flash(procs, relay.host_port, v1, "--activate", "permanent")[0].returncode == 0
+    for _ in range(2):
+        res, out = flash(procs, relay.host_port, v2)
+        assert res.returncode == 0 and out["slot"] == "B", res.stderr
+    restarted(procs, relay, root)
+    assert active_payload_sha(root) == source_sha(v1)
+    assert "rx: active A (v1) [confirmed], previous B (v2)" in device(procs, relay, "status")
+
+
+def test_rollback_twice_runs_the_test_build_as_test(tmp_path, procs, relays):
+    """Issue 10 #2, as reported: two rollbacks re-activated a rolled-back TEST build as
+    confirmed. Now the second one tests it again and a restart returns to v1."""
+    relay, root = relays(), tmp_path / "root"
+    procs.agent(relay.agent_port, root)
+    v1 = make_artifact(tmp_path / "v1", seed=1)
+    assert flash(procs, relay.host_port, v1, "--activate", "permanent")[0].returncode == 0
+    v2 = make_artifact(tmp_path / "v2", seed=2, version="2")
+    assert flash(procs, relay.host_port, v2)[0].returncode == 0
+    said = device(procs, relay, "rollback").splitlines()
+    assert said[0] == "rx: left B (v2) (under test), running the confirmed A (v1)"
+    said = device(procs, relay, "rollback")
+    assert said.startswith("rx: running B (v2) under TEST")
+    assert "rx: active B (v2) [TEST, 0 restarts left, then back to confirmed A (v1)]" in said
+    restarted(procs, relay, root)
+    assert active_payload_sha(root) == source_sha(v1)
 
 
 def test_incompatible_and_no_space_refused_before_data(tmp_path, procs, relays):
@@ -92,7 +141,9 @@ def test_incompatible_and_no_space_refused_before_data(tmp_path, procs, relays):
     refused(res, "INCOMPATIBLE")
     assert "sm_87" in res.stderr and "sm_110" in res.stderr
     big = make_artifact(tmp_path / "big", size=50_000)
-    refused(flash(procs, relay.host_port, big)[0], "NO_SPACE")
+    res = flash(procs, relay.host_port, big)[0]
+    refused(res, "NO_SPACE")
+    assert "`semedge device list`" in res.stderr and "`semedge device remove`" in res.stderr
     assert list((root / "incoming").iterdir()) == []  # no data moved
     assert active_payload_sha(root) is None
     fits = make_artifact(tmp_path / "onnx", size=5_000)

@@ -49,12 +49,65 @@ def test_test_attempts_count_agent_starts(store_with_two, tmp_path):
     assert store.state("rx")["test"] is None
 
 
+def test_reflash_before_confirm_keeps_the_confirmed_build(tmp_path):
+    """Issue 10 #2: v1 permanent, v2 TEST, v2 again: v1 must survive, and a restart
+    must come back to it and show it (not the never-confirmed v2) as confirmed."""
+    store = SlotStore(tmp_path / "root")
+    v1, v2 = (artifact.pack(make_artifact(tmp_path / f"v{v}", seed=i, version=v))
+              for i, v in enumerate("12"))  # fmt: skip
+    store.activate("rx", store.stage("rx", v1), test=False)
+    for _ in range(2):
+        assert store.stage("rx", v2) == "B"  # never A, which holds the confirmed v1
+        store.activate("rx", "B", test=True)
+    assert artifact.read_manifest(store.model_dir("rx") / "A")["model"]["version"] == "1"
+    assert store.boot() == ["rx"]
+    state = store.describe()["rx"]
+    assert (state["active"], state["confirmed"], state["test"]) == ("A", "A", None)
+    assert version(store) == "1"
+
+
+def test_rollback_twice_never_confirms_a_test_build(tmp_path):
+    """Issue 10 #2: rolling back twice re-ran the rolled-back TEST build as confirmed."""
+    store = SlotStore(tmp_path / "root")
+    for i, v in enumerate("12"):
+        tar = artifact.pack(make_artifact(tmp_path / f"v{v}", seed=i, version=v))
+        store.activate("rx", store.stage("rx", tar), test=v == "2")
+    assert store.rollback("rx") == "rx: left B (v2) (under test), running the confirmed A (v1)"
+    said = store.rollback("rx")
+    assert "running B (v2) under TEST" in said and "returns to A (v1)" in said
+    assert store.state("rx")["confirmed"] == "A" and store.state("rx")["test"] is not None
+    assert store.boot() == ["rx"] and version(store) == "1"
+
+
+def test_confirm_says_what_changed(tmp_path):
+    store = SlotStore(tmp_path / "root")
+    for i, v in enumerate("12"):
+        tar = artifact.pack(make_artifact(tmp_path / f"v{v}", seed=i, version=v))
+        store.activate("rx", store.stage("rx", tar), test=v == "2")
+    assert store.confirm("rx") == (
+        "rx: confirmed B (v2), it survives restarts; A (v1) is no longer kept as fallback"
+    )
+    assert store.confirm("rx") == "rx: B (v2) was already confirmed; nothing changed"
+
+
+def test_format_1_state_reads_as_it_meant(store_with_two):
+    store = store_with_two
+    path = store.model_dir("rx") / "state.json"
+    old = {"format": "semedge.slots", "format_version": 1, "active": "A", "previous": "B",
+           "test": {"slot": "A", "attempts_left": 0}, "security_counter": 0}  # fmt: skip
+    path.write_text(json.dumps(old))
+    assert store.state("rx")["confirmed"] == "B"
+    path.write_text(json.dumps({**old, "test": None}))
+    assert store.state("rx")["confirmed"] == "A"
+
+
 def test_rollback_and_missing_previous(store_with_two):
     store = store_with_two
     store.rollback("rx")
     assert version(store) == "1"
+    store.confirm("rx")
     shutil.rmtree(store.model_dir("rx") / "B")  # previous slot gone (e.g. crash mid-stage)
-    assert store.state("rx")["previous"] is None
+    assert store.describe()["rx"]["previous"] is None
     with pytest.raises(SlotError, match="no previous"):
         store.rollback("rx")
 
