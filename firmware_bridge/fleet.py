@@ -91,6 +91,7 @@ def flash_fleet(
                     res.ok = True
                 finally:
                     res.stats = dataclasses.asdict(flasher.stats)
+                    flasher.close()
                     flasher.link.close()
             except SemedgeError as exc:
                 res.error = str(exc)

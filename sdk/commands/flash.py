@@ -78,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
         return 0 if all(r.ok for r in results) else 1
 
     flasher = serial_flasher(ports[0], args.baud, **options)
-    result = flasher.flash(args.artifact, activate=activate, model=args.model)
+    try:
+        result = flasher.flash(args.artifact, activate=activate, model=args.model)
+    finally:
+        flasher.close()  # BYE: the next `semedge device` call need not wait out the lease
     stats = dataclasses.asdict(flasher.stats)
     stats["data_seconds"] = round(stats["data_seconds"], 3)
     result["stats"] = stats
