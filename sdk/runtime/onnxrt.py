@@ -91,7 +91,7 @@ class OnnxrtRunner(BaseRunner):
         self._core: DeltaCore | None = None
         self._written: set[str] = set()
         self.max_sessions = max_sessions
-        self._sessions: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
+        self._sessions: OrderedDict[tuple[int, ...], tuple[Any, Any]] = OrderedDict()
 
     def _session(self, model: str | bytes) -> Any:
         ort = _ort()
@@ -190,15 +190,16 @@ class OnnxrtRunner(BaseRunner):
         """``rebuild``: swap to the active delta's session, building it on first use."""
         if self._mode != "rebuild":
             return
-        active = self._core.active_delta if self._core else None
-        if active is None:
+        active = tuple(self._core.active_changes) if self._core else ()
+        key = tuple(id(p) for p in active)
+        if not active:
             self._sess = self._base_session
-        elif id(active) in self._sessions:
-            self._sessions.move_to_end(id(active))
-            self._sess = self._sessions[id(active)][1]
+        elif key in self._sessions:
+            self._sessions.move_to_end(key)
+            self._sess = self._sessions[key][1]
         else:
-            self._sess = self._build_patched(set(active.delta.entries))
-            self._sessions[id(active)] = (active, self._sess)  # keeps ``active`` alive: id stays
+            self._sess = self._build_patched(set().union(*(p.names for p in active)))
+            self._sessions[key] = (active, self._sess)  # keeps ``active`` alive: ids stay
             while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
         self._bind()

@@ -159,13 +159,14 @@ class TrtRunner(BaseRunner):
         return self._core
 
     def weights_changed(self) -> None:
-        """Refit every delta target from the (patched or restored) host arrays."""
-        if not self._weights:
+        """Refit exactly the tensors the core wrote since the last refit (delta or update)."""
+        if not self._weights or self._core is None:
             return
         trt = _trt()
         self._ctx.push()
         try:
-            for name, arr in self._weights.items():
+            for name in sorted(self._core.take_changed()):
+                arr = self._weights[name]
                 if not self._refitter.set_named_weights(name, trt.Weights(arr)):
                     raise RunnerError(f"TensorRT rejected refit weights {name}; rebuild the plan")
             if not self._refitter.refit_cuda_engine():
