@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,7 +46,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sdk.delta import FREEZE_SIDES, TorchDeltas, Update
+from sdk.checkpoint import load_checkpoint, read_config, resolve, save_checkpoint
+from sdk.delta import FREEZE_SIDES, UPDATE_SUFFIX, TorchDeltas, Update, load_update, save_update
 from sdk.errors import SemedgeError
 from sdk.fingerprint import model_fingerprint
 from sdk.models.base import Transceiver
@@ -370,7 +372,7 @@ def _forever(loader: DataLoader) -> Any:
         yield from loader
 
 
-def apply_update(rx: Transceiver, update: Update) -> Transceiver:
+def apply_update(rx: nn.Module, update: Update) -> nn.Module:
     """A copy of ``rx`` with ``update`` baked in, checked against its resulting fingerprint."""
     receiver = copy.deepcopy(rx)
     adapters = TorchDeltas(receiver)
@@ -381,3 +383,76 @@ def apply_update(rx: Transceiver, update: Update) -> Transceiver:
             f"{update.result_fingerprint[:12]}… it promises; the package is corrupt"
         )
     return receiver
+
+
+# ------------------------------------------------------------------ receiver side
+
+
+def rollback_path(checkpoint: str | Path) -> Path:
+    """Where :func:`apply_to_checkpoint` keeps the inverse update of ``checkpoint``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + ".rollback" + UPDATE_SUFFIX)
+
+
+def _carried_config(checkpoint: Path) -> dict[str, Any]:
+    config = read_config(checkpoint)
+    own = ("format", "format_version", "model", "args", "fingerprint")
+    return {k: v for k, v in config.items() if k not in own}
+
+
+def apply_to_checkpoint(
+    checkpoint: str | Path, package: str | Path, out: str | Path | None = None
+) -> tuple[Path, Path]:
+    """Bake an update into a checkpoint (``out``, default in place); returns (out, rollback).
+
+    Everything is validated (package, base fingerprint, the resulting fingerprint) before
+    anything is written; the inverse update (the replaced values, bit-exact) is written
+    next to ``out`` first, so :func:`rollback_checkpoint` can restore it.
+    """
+    source = resolve(checkpoint)
+    update = load_update(package)
+    rx = load_checkpoint(source)
+    current = dict(rx.named_parameters())
+    inverse = Update(
+        f"rollback-{update.name}",
+        update.result_fingerprint,
+        update.base_fingerprint,
+        {n: current[n].detach().numpy().copy() for n in update.entries},
+        update.freeze,
+        update.freeze_side,
+        {"rolls_back": update.name},
+    )
+    applied = apply_update(rx, update)
+    target = Path(out) if out is not None else source
+    undo = save_update(inverse, rollback_path(target))
+    extra = _carried_config(source)
+    extra["updates"] = [*extra.get("updates", []), update.name]
+    save_checkpoint(applied, target, extra=extra)
+    return target, undo
+
+
+def rollback_checkpoint(checkpoint: str | Path, package: str | Path | None = None) -> str:
+    """Undo :func:`apply_to_checkpoint` bit-exactly; returns the restored fingerprint."""
+    target = resolve(checkpoint)
+    path = Path(package) if package is not None else rollback_path(target)
+    if not path.is_file():
+        raise SLFError(f"{target} has no rollback package {path}; it was not updated by semedge")
+    inverse = load_update(path)
+    restored = apply_update(load_checkpoint(target), inverse)
+    extra = _carried_config(target)
+    extra["updates"] = extra.get("updates", [])[:-1]
+    save_checkpoint(restored, target, extra=extra)
+    if package is None:
+        path.unlink()
+    return inverse.result_fingerprint
+
+
+def load_pair(
+    tx: str | Path, rx: str | Path, update: str | Path | None = None, channel: str | None = None
+) -> Transceiver:
+    """The pairing of two checkpoints' encoder and decoder, the receiver updated first."""
+    receiver = load_checkpoint(rx)
+    if update is not None:
+        adapters = TorchDeltas(receiver)
+        adapters.activate(adapters.load(update))
+    return pair(load_checkpoint(tx), receiver, channel)  # type: ignore[arg-type]
