@@ -379,7 +379,7 @@ def apply_update(rx: nn.Module, update: Update) -> nn.Module:
     adapters.activate(adapters.load(update))
     if adapters.merge() != update.result_fingerprint:
         raise SLFError(
-            f"applying update {update.name!r} gives fingerprint that differs from the "
+            f"applying update {update.name!r} gives a fingerprint other than the "
             f"{update.result_fingerprint[:12]}… it promises; the package is corrupt"
         )
     return receiver
@@ -412,6 +412,7 @@ def apply_to_checkpoint(
     source = resolve(checkpoint)
     update = load_update(package)
     rx = load_checkpoint(source)
+    applied = apply_update(rx, update)  # validates everything before anything is written
     current = dict(rx.named_parameters())
     inverse = Update(
         f"rollback-{update.name}",
@@ -422,7 +423,6 @@ def apply_to_checkpoint(
         update.freeze_side,
         {"rolls_back": update.name},
     )
-    applied = apply_update(rx, update)
     target = Path(out) if out is not None else source
     undo = save_update(inverse, rollback_path(target))
     extra = _carried_config(source)

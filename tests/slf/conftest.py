@@ -65,3 +65,23 @@ def bits() -> Callable[[torch.nn.Module], dict[str, bytes]]:
         return {n: t.detach().numpy().tobytes() for n, t in model.state_dict().items()}
 
     return snapshot
+
+
+def make_update(model: torch.nn.Module, names: list[str], seed: int = 0, name: str = "u"):
+    """A valid update of ``model``: random new values for ``names`` (result fingerprint true)."""
+    import copy
+
+    import numpy as np
+
+    from sdk.delta import TorchDeltas, Update
+    from sdk.fingerprint import model_fingerprint
+
+    rng = np.random.default_rng(seed)
+    params = dict(model.named_parameters())
+    entries = {n: rng.standard_normal(tuple(params[n].shape)).astype(np.float32) for n in names}
+    base = model_fingerprint(model)
+    update = Update(name, base, base, entries, 1, "output", {"steps": 0})
+    adapters = TorchDeltas(copy.deepcopy(model))
+    adapters.activate(adapters.load(update))
+    update.result_fingerprint = adapters.merge()
+    return update
