@@ -101,7 +101,14 @@ def _register_slf(methods: argparse._SubParsersAction) -> None:
 
 
 def run_slf(args: argparse.Namespace) -> int:
-    from sdk.adapt.slf import SLFConfig, SLFError, adapt_slf, layer_table
+    from sdk.adapt.slf import (
+        SLFConfig,
+        SLFError,
+        adapt_slf,
+        decoder_layers,
+        layer_table,
+        split_layers,
+    )
     from sdk.checkpoint import load_checkpoint, save_checkpoint
     from sdk.delta import UPDATE_SUFFIX, save_update
 
@@ -134,6 +141,7 @@ def run_slf(args: argparse.Namespace) -> int:
         name=args.name,
     )
     config.validate()
+    split_layers(decoder_layers(rx), args.freeze, args.freeze_side)  # a bad ℓ fails before data
     torch.set_num_threads(args.threads or default_threads())
     data = load_dataset(dataset_of(args.tx, args.data), "train")
     if args.limit:
