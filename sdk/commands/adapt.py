@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sdk.models.base import Transceiver
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -112,9 +116,9 @@ def run_slf(args: argparse.Namespace) -> int:
     from sdk.checkpoint import load_checkpoint, save_checkpoint
     from sdk.delta import UPDATE_SUFFIX, save_update
 
-    rx = load_checkpoint(args.rx)
+    rx: Transceiver = load_checkpoint(args.rx)  # type: ignore[assignment]
     if args.list_layers:
-        print(layer_table(rx, args.freeze, args.freeze_side))  # type: ignore[arg-type]
+        print(layer_table(rx, args.freeze, args.freeze_side))
         return 0
     if not args.tx or not args.out:
         raise SLFError("give --tx CKPT and --out FILE.update.safetensors (or --list-layers)")
@@ -148,9 +152,9 @@ def run_slf(args: argparse.Namespace) -> int:
         data = data.subset(range(min(args.limit, len(data))))
     if args.domain:
         data = shifted(data, args.domain, args.strength)
-    tx = load_checkpoint(args.tx)
+    tx: Transceiver = load_checkpoint(args.tx)  # type: ignore[assignment]
     check_compatible(tx, data)
-    result = adapt_slf(tx, rx, data, config)  # type: ignore[arg-type]
+    result = adapt_slf(tx, rx, data, config)
     out = save_update(result.update, args.out)
     stem = str(out)[: -len(UPDATE_SUFFIX)] if str(out).endswith(UPDATE_SUFFIX) else str(out)
     tx_out = save_checkpoint(result.transmitter, args.tx_out or f"{stem}.tx")
