@@ -277,7 +277,7 @@ class Update:
 
     @property
     def value_dtype(self) -> str:
-        dtypes = {v.dtype.name for v in self.entries.values()}
+        dtypes = {v.dtype.name for v in self.entries.values()} or {"float32"}
         return dtypes.pop() if len(dtypes) == 1 else "mixed"
 
     @property

@@ -202,13 +202,23 @@ def layer_table(model: Transceiver, freeze: int | None = None, side: str = "outp
 # ------------------------------------------------------------------ pairing
 
 
+def clone(module: nn.Module) -> Any:
+    """A deep copy, also of a module that keeps a tensor of its last graph (VQ's ``.loss``)."""
+    memo: dict[int, Any] = {}
+    for m in module.modules():
+        for value in vars(m).values():
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                memo[id(value)] = value.detach()
+    return copy.deepcopy(module, memo)
+
+
 def pair(tx: Transceiver, rx: Transceiver, channel: str | None = None) -> Transceiver:
     """The transmitter's model with the receiver's decoder (copies; inputs untouched).
 
     For the VQ family the transmitter quantises against the receiver's codebook.
     """
-    paired = copy.deepcopy(tx)
-    paired.receiver = copy.deepcopy(rx.receiver)
+    paired = clone(tx)
+    paired.receiver = clone(rx.receiver)
     paired.tasks = rx.tasks
     shared = getattr(paired.receiver, "quantizer", None)
     if shared is not None and hasattr(paired.transmitter, "quantizer"):
@@ -324,8 +334,6 @@ def adapt_slf(
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", refresh=False)
     tune_s = time.perf_counter() - tuning
     paired.eval()
-    with torch.no_grad():  # no module may keep a tensor of the training graph (VQ's .loss)
-        _loss(paired, first, config)
     for p in paired.parameters():
         p.requires_grad_(True)
     state = dict(paired.named_parameters())
@@ -355,15 +363,15 @@ def adapt_slf(
         "channel": "bsc" if hasattr(paired, "quantizer") else paired.channel_name,
     }
     update = Update(config.name, base, base, entries, config.freeze, config.freeze_side, accounting)
-    receiver = copy.deepcopy(rx)
+    receiver = clone(rx)
     adapters = TorchDeltas(receiver)
     applying = time.perf_counter()
     adapters.activate(adapters.load(update))
     accounting["apply_ms"] = 1e3 * (time.perf_counter() - applying)
     update.result_fingerprint = adapters.merge()
     accounting["usable_again_s"] = time.perf_counter() - start
-    transmitter = copy.deepcopy(tx)
-    transmitter.transmitter = copy.deepcopy(paired.transmitter)
+    transmitter = clone(tx)
+    transmitter.transmitter = clone(paired.transmitter)
     return SLFResult(update, transmitter, paired, accounting, history)
 
 
@@ -374,7 +382,7 @@ def _forever(loader: DataLoader) -> Any:
 
 def apply_update(rx: nn.Module, update: Update) -> nn.Module:
     """A copy of ``rx`` with ``update`` baked in, checked against its resulting fingerprint."""
-    receiver = copy.deepcopy(rx)
+    receiver = clone(rx)
     adapters = TorchDeltas(receiver)
     adapters.activate(adapters.load(update))
     if adapters.merge() != update.result_fingerprint:
