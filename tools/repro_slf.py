@@ -47,8 +47,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "bsc": dict(family="VQTransceiver", a=dict(snr=0.0), b=dict(snr=10.0)),
 }
 ARGS = {
-    "DeepJSCC": dict(in_channels=1, image_size=28, bandwidth_ratio=1 / 12, hidden=16),
-    "VQTransceiver": dict(in_channels=1, image_size=28, codebook_size=64, hidden=16),
+    "DeepJSCC": dict(in_channels=1, image_size=28, bandwidth_ratio=1 / 12, hidden=12),
+    "VQTransceiver": dict(in_channels=1, image_size=28, codebook_size=64, hidden=12),
 }
 
 
@@ -61,12 +61,15 @@ def dataset(split: str, rotate: bool) -> ImageDataset:
     )
 
 
-def trained(work: Path, family: str, tag: str, spec: dict[str, Any], epochs: int) -> Any:
+def trained(
+    work: Path, family: str, tag: str, spec: dict[str, Any], epochs: int, limit: int
+) -> Any:
     """Train (or load the cached) transceiver for one end."""
     path = work / f"{family}-{tag}"
     if (path / "config.json").exists():
         return load_checkpoint(path)
     data = dataset("train", spec.get("rotate", False))
+    data = data.subset(range(min(limit, len(data))))
     args = dict(ARGS[family], num_classes=10, pixel_mean=round(float(data.images.mean()), 4))
     if "channel" in spec:
         args["channel"] = spec["channel"]
@@ -100,8 +103,8 @@ def metrics(model: Any, data: ImageDataset, snr: float, seed: int = 0) -> dict[s
 def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
     spec = SCENARIOS[name]
     family = spec["family"]
-    a = trained(args.out, family, f"A-{name}", spec["a"], args.epochs)
-    b = trained(args.out, family, "B", spec["b"], args.epochs)
+    a = trained(args.out, family, f"A-{name}", spec["a"], args.epochs, args.limit)
+    b = trained(args.out, family, "B", spec["b"], args.epochs, args.limit)
     snr, rotate = spec["a"]["snr"], spec["a"].get("rotate", False)
     train_set = dataset("train", rotate)
     train_set = train_set.subset(range(min(args.limit, len(train_set))))
@@ -247,10 +250,10 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/slf_repro"))
     p.add_argument("--plots", type=Path, default=Path("docs/img"))
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
-    p.add_argument("--epochs", type=int, default=8, help="training epochs of A and B")
-    p.add_argument("--steps", type=int, default=100, help="SLF fine-tuning steps")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--limit", type=int, default=2000, help="transmitter images for SLF")
+    p.add_argument("--epochs", type=int, default=6, help="training epochs of A and B")
+    p.add_argument("--steps", type=int, default=60, help="SLF fine-tuning steps")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--limit", type=int, default=1500, help="training images (A, B and SLF)")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--threads", type=int)
     args = p.parse_args()
