@@ -861,10 +861,11 @@ class DeltaCore:
                 self._restore(prepared)
 
     def _restore(self, prepared: PreparedDelta) -> None:
-        for seg in prepared.segments:
-            seg.flat[seg.index] = seg.saved
-        for block in prepared.blocks:
+        """Saved values back in reverse order of writing (tied tensors end at the base)."""
+        for block in prepared.blocks[::-1]:
             block.flat[block.start : block.stop] = block.saved
+        for seg in prepared.segments[::-1]:
+            seg.flat[seg.index] = seg.saved
         del self._active[prepared.kind]
         self._changed |= prepared.names
 

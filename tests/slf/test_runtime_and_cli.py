@@ -128,3 +128,25 @@ def test_cli_mistakes_are_one_line(tmp_path, capsys, argv, needle):
     assert main(argv) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+@pytest.mark.skipif(
+    not __import__("sdk.build", fromlist=["x"]).tensorrt_usable(),
+    reason="needs TensorRT and a CUDA GPU (run on the Jetson)",
+)
+def test_tensorrt_refits_an_update_and_rolls_back(rx_ckpt, tmp_path):
+    from sdk.build import build
+
+    plan = build(rx_ckpt, tmp_path / "trt", backend="trt", part="receiver", delta_targets="decoder")
+    update = make_update(tiny("DeepJSCC", 2), [W, F0], seed=1)
+    symbols = tiny("DeepJSCC", 2).transmitter(torch.rand(3, 1, 16, 16)).detach().numpy()
+    opts = dict(backend="onnxrt", part="receiver", delta_targets="decoder")
+    with Runtime.load(plan) as trt, Runtime.load(rx_ckpt, **opts) as ort:
+        base = trt.infer(symbols)["recon"]
+        trt.activate(update)
+        ort.activate(update)
+        np.testing.assert_allclose(
+            trt.infer(symbols)["recon"], ort.infer(symbols)["recon"], atol=1e-3
+        )
+        trt.deactivate()
+        assert np.array_equal(trt.infer(symbols)["recon"], base)
