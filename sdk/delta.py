@@ -916,6 +916,10 @@ class Adapters:
         self._loaded[name] = self.core.prepare(change)
         return name
 
+    def name_of(self, change: WeightChange) -> str | None:
+        """The name ``change`` (this very object) is loaded under, if it is."""
+        return next((n for n, p in self._loaded.items() if p.delta is change), None)
+
     def _get(self, name: str) -> PreparedDelta:
         if name not in self._loaded:
             raise DeltaNameError(

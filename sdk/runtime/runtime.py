@@ -255,11 +255,14 @@ class Runtime:
         """
         from sdk.delta import Delta, Update, load_change
 
+        adapters = self._adapters()
+        known = adapters.name_of(source) if isinstance(source, Delta | Update) else None
+        if known is not None:
+            return known
         key = None if isinstance(source, Delta | Update) else str(Path(source).resolve())
         if key in self._prepared:
             return self._prepared[key]
         change = source if isinstance(source, Delta | Update) else load_change(source)
-        adapters = self._adapters()
         foreign = sorted(set(change.entries) - set(adapters.core.shapes))
         if foreign:
             source_name = (self.manifest or {}).get("model", {}).get("source") or "CKPT"

@@ -57,6 +57,8 @@ def test_runtime_verbs_with_an_update_and_a_delta(rx_ckpt, opts):
         updated = rt.infer(symbols)["recon"]
         assert not np.array_equal(updated, base)
         rt.activate(delta)
+        rt.activate(delta)  # the same object again: no second copy
+        assert rt.list() == ["slf", "hue"]
         assert sorted(rt.active) == ["hue", "slf"] and rt.active_delta == "hue"
         both = rt.infer(symbols)["recon"]
         with pytest.raises(DeltaOverlapError, match=r"both change receiver\.to_image\.weight"):
