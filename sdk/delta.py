@@ -703,6 +703,7 @@ class PreparedDelta:
     core: DeltaCore
     segments: list[_Segment]
     blocks: list[_Block] = field(default_factory=list)
+    swaps: dict[str, np.ndarray] = field(default_factory=dict)  # name -> new tensor (rebind)
 
     @property
     def kind(self) -> str:
@@ -728,6 +729,11 @@ class DeltaCore:
     copy); any other buffer is its own segment. At most one change per kind is active
     (activating another of the same kind switches); a delta and an update may be active
     together only when they change different tensors.
+
+    ``rebind(name, array)``, where an engine can point a tensor at other memory (torch
+    ``Parameter.data``, an ONNX Runtime weight input), makes an update O(tensors) instead
+    of O(bytes): its prepared tensors are swapped in, and rolling back points the engine
+    at the original buffer again — which was never written, so it is the saved base.
     """
 
     def __init__(
@@ -735,8 +741,11 @@ class DeltaCore:
         buffers: Mapping[str, np.ndarray],
         fingerprint: str,
         flats: Sequence[np.ndarray] = (),
+        rebind: Callable[[str, np.ndarray], None] | None = None,
     ) -> None:
         self.fingerprint = fingerprint
+        self._buffers = dict(buffers)
+        self._rebind = rebind
         self.shapes = {name: tuple(buf.shape) for name, buf in buffers.items()}
         self._place: dict[str, tuple[np.ndarray, int]] = {}
         for name, buf in buffers.items():
@@ -780,6 +789,12 @@ class DeltaCore:
     def prepare(self, change: WeightChange) -> PreparedDelta:
         """Validate ``change`` against this engine and precompute where it writes."""
         change.check_against(self.shapes, self.fingerprint)
+        if isinstance(change, Update) and self._rebind is not None:
+            swaps = {
+                n: np.ascontiguousarray(v, dtype=self._buffers[n].dtype).reshape(self.shapes[n])
+                for n, v in change.entries.items()
+            }
+            return PreparedDelta(change, self, [], [], swaps)
         if isinstance(change, Update):
             return PreparedDelta(change, self, [], self._blocks(change))
         groups: dict[int, tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]] = {}
@@ -851,6 +866,8 @@ class DeltaCore:
         for block in prepared.blocks:
             np.copyto(block.saved, block.flat[block.start : block.stop])
             block.flat[block.start : block.stop] = block.values
+        for name, values in prepared.swaps.items():
+            self._rebind(name, values)  # type: ignore[misc]  # swaps exist only with rebind
         self._active[prepared.kind] = prepared
         self._changed |= prepared.names
 
@@ -862,6 +879,8 @@ class DeltaCore:
 
     def _restore(self, prepared: PreparedDelta) -> None:
         """Saved values back in reverse order of writing (tied tensors end at the base)."""
+        for name in prepared.swaps:
+            self._rebind(name, self._buffers[name])  # type: ignore[misc]
         for block in prepared.blocks[::-1]:
             block.flat[block.start : block.stop] = block.saved
         for seg in prepared.segments[::-1]:
@@ -994,11 +1013,14 @@ class TorchDeltas(Adapters):
     """PEFT-like switching of named deltas and updates on a live torch model (CPU).
 
     On construction every parameter becomes a view into one contiguous tensor per dtype
-    (values unchanged, same ``Parameter`` objects), so activation is one vectorised
-    gather/scatter or copy (``save_checkpoint`` still works: the views do not overlap).
+    (values unchanged, same ``Parameter`` objects), so a delta is one vectorised
+    gather/scatter (``save_checkpoint`` still works: the views do not overlap); an update
+    points its parameters at the update's tensors (``Parameter.data``) and back, or with
+    ``rebind_updates=False`` copies them into the flat buffer (as engines without rebinding
+    do).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, rebind_updates: bool = True) -> None:
         from sdk.fingerprint import model_fingerprint
 
         self.model = model
@@ -1009,10 +1031,21 @@ class TorchDeltas(Adapters):
                 raise DeltaError("TorchDeltas works on CPU models; move the model with .cpu()")
             unique.setdefault(id(p), p)
         self._flats = self._flatten(list(unique.values()))
-        buffers = {
-            name: p.detach().numpy() for name, p in model.named_parameters(remove_duplicate=False)
-        }
-        super().__init__(DeltaCore(buffers, fingerprint, [f.numpy() for f in self._flats]))
+        named = dict(model.named_parameters(remove_duplicate=False))
+        buffers = {name: p.detach().numpy() for name, p in named.items()}
+        flats = [f.numpy() for f in self._flats]
+        rebind = self._rebinder(named) if rebind_updates else None
+        super().__init__(DeltaCore(buffers, fingerprint, flats, rebind))
+
+    @staticmethod
+    def _rebinder(named: dict[str, torch.nn.Parameter]) -> Callable[[str, np.ndarray], None]:
+        """Point a parameter at other memory (an update's tensor, or its flat view again)."""
+        import torch
+
+        def rebind(name: str, array: np.ndarray) -> None:
+            named[name].data = torch.from_numpy(array)
+
+        return rebind
 
     @staticmethod
     def _flatten(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:

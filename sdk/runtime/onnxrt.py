@@ -183,8 +183,19 @@ class OnnxrtRunner(BaseRunner):
                 f"{self.path} carries no base fingerprint; re-export it with: semedge export"
             )
         if self._core is None:
-            self._core = DeltaCore(self._weights, self.fingerprint)
+            rebind = self._rebind if self._mode in ("inputs", "rebuild") else None
+            self._core = DeltaCore(dict(self._weights), self.fingerprint, rebind=rebind)
         return self._core
+
+    def _rebind(self, name: str, array: np.ndarray) -> None:
+        """Point weight ``name`` at ``array`` (an update's tensor, or the base buffer again):
+        ``inputs`` binds it as the input's OrtValue (zero copy), ``rebuild`` uses it for the
+        next session built."""
+        self._weights[name] = array
+        if self._mode == "inputs":
+            value = _ort().OrtValue.ortvalue_from_numpy(array)
+            self._ortvalues[name] = value
+            self._binding.bind_ortvalue_input(name, value)
 
     def weights_changed(self) -> None:
         """``rebuild``: swap to the active delta's session, building it on first use."""

@@ -70,6 +70,8 @@ def expected(base: dict[str, np.ndarray], active: list[Delta | Update]) -> dict[
 
 
 class Switching(RuleBasedStateMachine):
+    """Updates swapped in by rebinding parameters (the torch default)."""
+
     model = _tiny_model()
     adapters = TorchDeltas(model)
     changes = _changes(model)
@@ -132,9 +134,22 @@ class Switching(RuleBasedStateMachine):
         assert model_fingerprint(self.model) == self.base_fp
 
 
-def test_random_delta_and_update_sequences_restore_the_base_exactly():
+class CopySwitching(Switching):
+    """Updates copied into the flat buffer (what engines without rebinding do)."""
+
+    model = _tiny_model()
+    adapters = TorchDeltas(model, rebind_updates=False)
+    changes = _changes(model)
+    for _name, _change in changes.items():
+        adapters.load(_change, _name)
+    base: ClassVar = {n: p.detach().numpy().copy() for n, p in model.named_parameters()}
+    base_fp = model_fingerprint(model)
+
+
+@pytest.mark.parametrize("machine", [Switching, CopySwitching], ids=["rebind", "copy"])
+def test_random_delta_and_update_sequences_restore_the_base_exactly(machine):
     run_state_machine_as_test(
-        Switching, settings=settings(max_examples=1000, stateful_step_count=10, deadline=None)
+        machine, settings=settings(max_examples=1000, stateful_step_count=10, deadline=None)
     )
 
 
