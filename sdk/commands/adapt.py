@@ -71,8 +71,15 @@ def _register_slf(methods: argparse._SubParsersAction) -> None:
         action="store_true",
         help="only list the receiver's decoder layers with their sizes (what ℓ counts)",
     )
-    s.add_argument("--freeze", type=int, default=0, metavar="L", help="ℓ, decoder layers to freeze")
-    s.add_argument("--freeze-side", default="output", choices=("output", "input"))
+    s.add_argument(
+        "--freeze", type=int, default=0, metavar="L", help="ℓ, decoder layers to freeze (default 0)"
+    )
+    s.add_argument(
+        "--freeze-side",
+        default="output",
+        choices=("output", "input"),
+        help="freeze the ℓ layers nearest the output (default, the seed's) or the input",
+    )
     s.add_argument(
         "--data", help="patches | mnist | digits (default: what the transmitter was trained on)"
     )
@@ -87,11 +94,18 @@ def _register_slf(methods: argparse._SubParsersAction) -> None:
         choices=("awgn", "rayleigh"),
         help="the transmitter's channel (default: its own)",
     )
-    s.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
-    s.add_argument("--weight-decay", type=float, default=0.0, help="on tuned parameters only")
-    s.add_argument("--value-dtype", default="float32", choices=("float32", "float16"))
+    s.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default 300)")
+    s.add_argument("--batch-size", type=int, default=64, help="(default 64)")
+    s.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    s.add_argument(
+        "--weight-decay", type=float, default=0.0, help="on tuned parameters only (default 0)"
+    )
+    s.add_argument(
+        "--value-dtype",
+        default="float32",
+        choices=("float32", "float16"),
+        help="package values: float32 (exact, default) or float16 (half the bytes)",
+    )
     s.add_argument("--name", default="slf", help="name of the update (default: slf)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument(
