@@ -13,8 +13,9 @@ Data: the sklearn digits (MNIST-like handwritten digits, 16x16, offline; 1,437 t
 For each: the aligned pair (A's own encoder and decoder), the misaligned pair (A's
 encoder, B's decoder) and SLF for every ℓ on both freeze sides, evaluated on A's test
 data and channel; SLF is repeated over ``--seeds`` fine-tuning seeds (mean ± std).
-Writes ``results.json`` and a markdown table to ``--out``, and one plot per scenario to
-``--plots``. Trained A/B checkpoints are cached in ``--out`` (delete it to retrain).
+Writes ``results.json`` (after each scenario; scenarios run again replace theirs) and a
+markdown table to ``--out``, and one plot per scenario to ``--plots``. Trained A/B
+checkpoints are cached in ``--out`` (delete it to retrain).
 
     nice python tools/repro_slf.py --out /tmp/slf_repro --plots docs/img
 """
@@ -263,14 +264,14 @@ def main() -> int:
     torch.set_num_threads(args.threads or default_threads())
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    results, tables = {}, []
+    saved = args.out / "results.json"
+    results = json.loads(saved.read_text()) if saved.exists() else {}
     for name in args.scenarios.split(","):
         print(f"scenario {name}", flush=True)
         results[name] = run_scenario(name, args)
-        tables.append(table(name, results[name]))
+        saved.write_text(json.dumps(results, indent=2))  # a crash later keeps this scenario
         print(f"figure: {plot(name, results[name], args.plots / f'slf_{name}.png')}")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    text = "\n\n".join(tables)
+    text = "\n\n".join(table(name, rows) for name, rows in results.items())
     (args.out / "table.md").write_text(text + "\n")
     print(text)
     print(f"total {time.perf_counter() - start:.0f} s")

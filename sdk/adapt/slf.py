@@ -203,10 +203,19 @@ def layer_table(model: Transceiver, freeze: int | None = None, side: str = "outp
 
 
 def clone(module: nn.Module) -> Any:
-    """A deep copy, also of a module that keeps a tensor of its last graph (VQ's ``.loss``)."""
+    """A deep copy, also of a module that keeps a tensor of its last graph (VQ's ``.loss``),
+    which ``copy.deepcopy`` refuses; such tensors are copied detached."""
     memo: dict[int, Any] = {}
-    for m in module.modules():
-        for value in vars(m).values():
+    pending, seen = [module], set()
+    while pending:
+        m = pending.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        pending.extend(m.children())
+        for value in vars(m).values():  # also modules held in a tuple (VQ's shared codebook)
+            items = value if isinstance(value, tuple | list) else (value,)
+            pending.extend(v for v in items if isinstance(v, nn.Module))
             if isinstance(value, torch.Tensor) and value.grad_fn is not None:
                 memo[id(value)] = value.detach()
     return copy.deepcopy(module, memo)

@@ -159,3 +159,14 @@ def test_bad_settings_are_one_line_errors(digits):
         adapt_slf(tx, rx, digits, SLFConfig(freeze_side="middle", progress=False))
     with pytest.raises(SLFError, match="cannot feed"):
         pair(tx, tiny("VQTransceiver", 2))
+
+
+def test_pairs_models_straight_out_of_training():
+    """A VQ model keeps its last commitment loss (with its graph) after a training step."""
+    tx, rx = tiny("VQTransceiver", 1), tiny("VQTransceiver", 2)
+    for model in (tx, rx):
+        model(torch.rand(2, 1, 16, 16), 10.0)["recon"].mean().backward()
+        assert model.quantizer.loss.grad_fn is not None
+    paired = pair(tx, rx)
+    assert paired.transmitter.quantizer is paired.receiver.quantizer
+    assert torch.equal(paired.quantizer.codebook, rx.quantizer.codebook)
