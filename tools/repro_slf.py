@@ -165,6 +165,43 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return rows
 
 
+def fp16_check(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Half the decoder frozen at the input: the receiver with float32 vs float16 values."""
+    from dataclasses import replace
+
+    from sdk.adapt.slf import clone
+    from sdk.delta import TorchDeltas
+
+    spec = SCENARIOS[name]
+    family = spec["family"]
+    a = trained(args.out, family, f"A-{name}", spec["a"], args.epochs, args.limit)
+    b = trained(args.out, family, "B", spec["b"], args.epochs, args.limit)
+    snr, rotate = spec["a"]["snr"], spec["a"].get("rotate", False)
+    train_set = dataset("train", rotate)
+    train_set = train_set.subset(range(min(args.limit, len(train_set))))
+    test = dataset("test", rotate)
+    ell = len(decoder_layers(b)) // 2
+    config = SLFConfig(
+        freeze=ell,
+        freeze_side="input",
+        steps=args.steps,
+        lr=args.lr,
+        snr_db=(snr, snr),
+        progress=False,
+    )
+    result = adapt_slf(a, b, train_set, config)
+    out: dict[str, Any] = {"freeze": ell}
+    for dtype in ("float32", "float16"):
+        entries = {n: v.astype(dtype) for n, v in result.update.entries.items()}
+        receiver = TorchDeltas(clone(b))
+        receiver.activate(receiver.load(replace(result.update, entries=entries)))
+        out[dtype] = {
+            **metrics(pair(result.transmitter, receiver.model), test, snr),
+            "upload_bytes": sum(v.nbytes for v in entries.values()),
+        }
+    return out
+
+
 def recovery(rows: dict[str, Any], row: dict[str, Any]) -> tuple[float, float]:
     """(accuracy / aligned accuracy, PSNR gain over misaligned / aligned's gain)."""
     al, mis = rows["aligned"], rows["misaligned"]
@@ -260,10 +297,18 @@ def main() -> int:
     p.add_argument("--limit", type=int, default=1500, help="training images (A, B and SLF)")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--fp16", action="store_true", help="only compare float32 and float16 package values"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads or default_threads())
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    if args.fp16:
+        checks = {name: fp16_check(name, args) for name in args.scenarios.split(",")}
+        (args.out / "fp16.json").write_text(json.dumps(checks, indent=2))
+        print(json.dumps(checks, indent=2))
+        return 0
     saved = args.out / "results.json"
     results = json.loads(saved.read_text()) if saved.exists() else {}
     for name in args.scenarios.split(","):
