@@ -317,12 +317,13 @@ def adapt_slf(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator)
-    cuda = torch.cuda.is_available() and next(paired.parameters()).is_cuda
+    device = next(paired.parameters()).device
+    cuda = device.type == "cuda"
     if cuda:
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
     history: list[dict[str, float]] = []
     paired.train()
-    batches = _forever(loader)
+    batches = _forever(loader, device)
     first = next(batches)
     saved = _saved_bytes(paired, first, config)
     tuning = time.perf_counter()
@@ -364,7 +365,9 @@ def adapt_slf(
         "finetune_s": tune_s,
         "step_ms": 1e3 * tune_s / config.steps,
         "peak_memory_bytes": int(
-            torch.cuda.max_memory_allocated() if cuda else param_bytes + 3 * trained_bytes + saved
+            torch.cuda.max_memory_allocated(device)
+            if cuda
+            else param_bytes + 3 * trained_bytes + saved
         ),
         "peak_memory_kind": "cuda_max_allocated" if cuda else "params+grads+adam+saved",
         "final_loss": history[-1]["loss"],
@@ -372,8 +375,7 @@ def adapt_slf(
         "channel": "bsc" if hasattr(paired, "quantizer") else paired.channel_name,
     }
     update = Update(config.name, base, base, entries, config.freeze, config.freeze_side, accounting)
-    receiver = clone(rx)
-    adapters = TorchDeltas(receiver)
+    adapters = TorchDeltas(clone(rx).cpu())
     applying = time.perf_counter()
     adapters.activate(adapters.load(update))
     accounting["apply_ms"] = 1e3 * (time.perf_counter() - applying)
@@ -384,9 +386,11 @@ def adapt_slf(
     return SLFResult(update, transmitter, paired, accounting, history)
 
 
-def _forever(loader: DataLoader) -> Any:
+def _forever(loader: DataLoader, device: torch.device) -> Any:
+    """Batches on ``device``, epoch after epoch."""
     while True:
-        yield from loader
+        for batch in loader:
+            yield {k: v.to(device) for k, v in batch.items()}
 
 
 def apply_update(rx: nn.Module, update: Update) -> nn.Module:
