@@ -36,6 +36,7 @@ Choices where the seed (arXiv 2310.09394) is silent, all written down in ``docs/
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ from sdk.models.channels import check_snr, make_channel
 from sdk.models.tasks import _Residual
 from sdk.train import DEFAULT_WEIGHTS, aux_loss, task_losses, weighted_sum
 
+DOWNLOAD_FORMAT = "semedge.download"
+DOWNLOAD_SUFFIX = ".decoder.safetensors"
 WEIGHT_UNITS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
 
 
@@ -309,7 +312,7 @@ def adapt_slf(
     start = time.perf_counter()
     config = config or SLFConfig()
     config.validate()
-    base = model_fingerprint(rx)
+    base = getattr(rx, "download_fingerprint", None) or model_fingerprint(rx)
     frozen, tuned = split_layers(decoder_layers(rx), config.freeze, config.freeze_side)
     paired = pair(tx, rx, config.channel)
     torch.manual_seed(config.seed)
@@ -374,12 +377,13 @@ def adapt_slf(
         "snr_db": list(config.snr_db),
         "channel": "bsc" if hasattr(paired, "quantizer") else paired.channel_name,
     }
-    update = Update(config.name, base, base, entries, config.freeze, config.freeze_side, accounting)
-    adapters = TorchDeltas(clone(rx).cpu())
-    applying = time.perf_counter()
-    adapters.activate(adapters.load(update))
-    accounting["apply_ms"] = 1e3 * (time.perf_counter() - applying)
-    update.result_fingerprint = adapters.merge()
+    update = Update(config.name, base, "", entries, config.freeze, config.freeze_side, accounting)
+    if not hasattr(rx, "download_fingerprint"):  # the whole receiver is here: check and time
+        adapters = TorchDeltas(clone(rx).cpu())
+        applying = time.perf_counter()
+        adapters.activate(adapters.load(update))
+        accounting["apply_ms"] = 1e3 * (time.perf_counter() - applying)
+        update.result_fingerprint = adapters.merge()
     accounting["usable_again_s"] = time.perf_counter() - start
     transmitter = clone(tx)
     transmitter.transmitter = clone(paired.transmitter)
@@ -394,11 +398,12 @@ def _forever(loader: DataLoader, device: torch.device) -> Any:
 
 
 def apply_update(rx: nn.Module, update: Update) -> nn.Module:
-    """A copy of ``rx`` with ``update`` baked in, checked against its resulting fingerprint."""
+    """A copy of ``rx`` with ``update`` baked in, checked against its resulting fingerprint
+    (empty when SLF ran on a decoder download: the transmitter could not compute it)."""
     receiver = clone(rx)
     adapters = TorchDeltas(receiver)
     adapters.activate(adapters.load(update))
-    if adapters.merge() != update.result_fingerprint:
+    if update.result_fingerprint and adapters.merge() != update.result_fingerprint:
         raise SLFError(
             f"applying update {update.name!r} gives a fingerprint other than the "
             f"{update.result_fingerprint[:12]}… it promises; the package is corrupt"
@@ -477,3 +482,53 @@ def load_pair(
         adapters = TorchDeltas(receiver)
         adapters.activate(adapters.load(update))
     return pair(load_checkpoint(tx), receiver, channel)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ the download
+
+
+def save_download(rx: Transceiver, path: str | Path) -> Path:
+    """Write what the transmitter downloads: the decoder (+ VQ codebook), the model's
+    config and the receiver's fingerprint — not its encoder (``*.decoder.safetensors``)."""
+    from sdk.delta import _write_safetensors
+
+    book = getattr(getattr(rx.receiver, "quantizer", None), "codebook", None)
+    tensors = {
+        n: t.detach().cpu().numpy()
+        for n, t in rx.named_parameters()
+        if n.startswith("receiver.") or t is book
+    }
+    metadata = {
+        "format": DOWNLOAD_FORMAT,
+        "format_version": "1",
+        "model": type(rx).__name__,
+        "args": json.dumps(getattr(rx, "config", {})),
+        "base_fingerprint": model_fingerprint(rx),
+    }
+    return _write_safetensors(tensors, metadata, Path(path))
+
+
+def load_download(path: str | Path) -> Transceiver:
+    """The receiver's model rebuilt from a download; its encoder is a placeholder and its
+    ``download_fingerprint`` names the real receiver (what an update applies to)."""
+    from sdk.delta import _read_safetensors
+    from sdk.models.registry import build_model
+
+    metadata, tensors = _read_safetensors(Path(path))
+    if not metadata or metadata.get("format") != DOWNLOAD_FORMAT:
+        raise SLFError(f"{path} is not a decoder download; write one with: --save-download")
+    if metadata.get("format_version") != "1":
+        raise SLFError(
+            f"{path}: download format_version {metadata.get('format_version')!r}"
+            " is not supported; upgrade semedge"
+        )
+    model = build_model(metadata["model"], **json.loads(metadata["args"]))
+    params = dict(model.named_parameters())
+    wanted = {n for n in params if n.startswith("receiver.")} | {n for n in tensors if n in params}
+    if set(tensors) != wanted:
+        raise SLFError(f"{path} does not hold exactly the decoder of {metadata['model']}")
+    with torch.no_grad():
+        for name, values in tensors.items():
+            params[name].copy_(torch.from_numpy(values))
+    model.__dict__["download_fingerprint"] = metadata["base_fingerprint"]
+    return model.eval()  # type: ignore[return-value]

@@ -65,7 +65,16 @@ def _register_slf(methods: argparse._SubParsersAction) -> None:
         "the adapted transmitter as a checkpoint. Neither input checkpoint is modified.",
     )
     s.add_argument("--tx", help="the transmitter's checkpoint (its encoder is fine-tuned)")
-    s.add_argument("--rx", required=True, help="the receiver's checkpoint (its decoder is used)")
+    s.add_argument(
+        "--rx",
+        required=True,
+        help="the receiver's checkpoint, or just its decoder download (*.decoder.safetensors)",
+    )
+    s.add_argument(
+        "--save-download",
+        metavar="FILE",
+        help="only write the receiver's decoder download (what the transmitter needs) to FILE",
+    )
     s.add_argument(
         "--list-layers",
         action="store_true",
@@ -120,17 +129,27 @@ def _register_slf(methods: argparse._SubParsersAction) -> None:
 
 def run_slf(args: argparse.Namespace) -> int:
     from sdk.adapt.slf import (
+        DOWNLOAD_SUFFIX,
         SLFConfig,
         SLFError,
         adapt_slf,
         decoder_layers,
         layer_table,
+        load_download,
+        save_download,
         split_layers,
     )
     from sdk.checkpoint import load_checkpoint, save_checkpoint
     from sdk.delta import UPDATE_SUFFIX, save_update
 
-    rx: Transceiver = load_checkpoint(args.rx)  # type: ignore[assignment]
+    if str(args.rx).endswith(DOWNLOAD_SUFFIX):
+        rx = load_download(args.rx)
+    else:
+        rx = load_checkpoint(args.rx)  # type: ignore[assignment]
+    if args.save_download:
+        path = save_download(rx, args.save_download)
+        print(f"wrote {path}: {path.stat().st_size} bytes (decoder of {args.rx})")
+        return 0
     if args.list_layers:
         print(layer_table(rx, args.freeze, args.freeze_side))
         return 0

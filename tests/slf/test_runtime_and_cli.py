@@ -90,7 +90,10 @@ def test_runtime_merge_on_torch_and_a_clear_error_elsewhere(rx_ckpt, tmp_path):
 def test_slf_cli_end_to_end(tmp_path, capsys):
     tx = save_checkpoint(tiny("DeepJSCC", 1), tmp_path / "tx")
     rx = save_checkpoint(tiny("DeepJSCC", 2), tmp_path / "rx")
-    assert main(["adapt", "slf", "--rx", str(rx), "--list-layers", "--freeze", "2"]) == 0
+    download = tmp_path / "rx.decoder.safetensors"
+    assert main(["adapt", "slf", "--rx", str(rx), "--save-download", str(download)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main(["adapt", "slf", "--rx", str(download), "--list-layers", "--freeze", "2"]) == 0
     table = capsys.readouterr().out
     assert "receiver.classifier.2" in table and table.count("frozen") == 2
     pkg = tmp_path / "a.update.safetensors"

@@ -170,3 +170,29 @@ def test_pairs_models_straight_out_of_training():
     paired = pair(tx, rx)
     assert paired.transmitter.quantizer is paired.receiver.quantizer
     assert torch.equal(paired.quantizer.codebook, rx.quantizer.codebook)
+
+
+def test_slf_from_the_decoder_download_alone(digits, tmp_path, bits):
+    """The transmitter needs only the decoder: same package, base fingerprint of the receiver."""
+    from sdk.adapt.slf import apply_update, load_download, save_download
+
+    tx, rx = tiny("VQTransceiver", 1), tiny("VQTransceiver", 2)
+    path = save_download(rx, tmp_path / "rx.decoder.safetensors")
+    assert not any(n.startswith("transmitter.features") for n in load_file_names(path))
+    download = load_download(path)
+    config = SLFConfig(freeze=2, steps=2, batch_size=16, progress=False)
+    full, partial = adapt_slf(tx, rx, digits, config), adapt_slf(tx, download, digits, config)
+    assert partial.update.base_fingerprint == model_fingerprint(rx)
+    assert partial.update.result_fingerprint == ""  # only the whole receiver can compute it
+    for name, values in full.update.entries.items():
+        assert values.tobytes() == partial.update.entries[name].tobytes()
+    before = bits(rx)
+    updated = apply_update(rx, partial.update)
+    assert model_fingerprint(updated) == full.update.result_fingerprint and bits(rx) == before
+
+
+def load_file_names(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        return list(f.keys())
