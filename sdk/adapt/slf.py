@@ -525,7 +525,8 @@ def load_download(path: str | Path) -> Transceiver:
     model = build_model(metadata["model"], **json.loads(metadata["args"]))
     params = dict(model.named_parameters())
     wanted = {n for n in params if n.startswith("receiver.")} | {n for n in tensors if n in params}
-    if set(tensors) != wanted:
+    shapes_fit = all(tuple(params[n].shape) == v.shape for n, v in tensors.items() if n in params)
+    if set(tensors) != wanted or not shapes_fit:
         raise SLFError(f"{path} does not hold exactly the decoder of {metadata['model']}")
     with torch.no_grad():
         for name, values in tensors.items():
