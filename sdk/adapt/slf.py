@@ -514,6 +514,8 @@ def load_download(path: str | Path) -> Transceiver:
     from sdk.delta import _read_safetensors
     from sdk.models.registry import build_model
 
+    if not Path(path).is_file():
+        raise SLFError(f"no such download {path}; the receiver writes it with --save-download")
     metadata, tensors = _read_safetensors(Path(path))
     if not metadata or metadata.get("format") != DOWNLOAD_FORMAT:
         raise SLFError(f"{path} is not a decoder download; write one with: --save-download")
