@@ -38,9 +38,9 @@ def check_upload(path: str | Path) -> None:
     delta must load and validate, an artifact must verify, a signature must be one."""
     path = Path(path)
     if signing.is_weight_change(path):
-        from sdk.delta import load_delta  # numpy + safetensors, no torch
+        from sdk.delta import load_change  # numpy + safetensors, no torch
 
-        load_delta(path)
+        load_change(path)
     else:
         if path.is_file() and _is_named_otherwise_delta(path):
             raise artifact.ArtifactError(

@@ -153,9 +153,9 @@ def sign(path: str | Path, key_path: str | Path) -> Path:
     """Sign an artifact directory, ``.tar`` (rewritten with the signature) or delta file."""
     path = Path(path)
     if is_weight_change(path):
-        from sdk.delta import load_delta  # numpy + safetensors: still no torch
+        from sdk.delta import load_change  # numpy + safetensors: still no torch
 
-        load_delta(path)  # never sign a file that no device would accept
+        load_change(path)  # never sign a file that no device would accept
     else:
         artifact.verify_artifact(path)
     signature = sign_bytes(signed_message(path), key_path)

@@ -1,21 +1,31 @@
-"""ZFDA deltas: the file format, validation, and bit-exact switching on live weights.
+"""Weight changes — ZFDA deltas and SLF updates: file formats, validation, bit-exact switching.
 
-A delta is a set of sparse additive modifications ``w[i] = w0[i] + v[i]`` to some
-parameters of one exact base model (named by its fingerprint). Three layers:
+Both kinds are "a named weight change with a saved base" for one exact base model
+(named by its fingerprint): a *delta* is a set of sparse additive modifications
+``w[i] = w0[i] + v[i]`` (ZFDA), an *update* replaces whole tensors with new values
+(SLF's unfrozen decoder layers). Both share one validation path, one apply/restore
+core and one set of verbs. Layers:
 
 * :class:`Delta` / :func:`load_delta` / :func:`save_delta` — the ``*.delta.safetensors``
   file (layout in ``docs/formats.md``). Loading validates *everything* (format,
   checksum, dtypes, index order and range, finite values) and raises a specific
   :class:`DeltaError` subclass with a one-line message.
+* :class:`Update` / :func:`load_update` / :func:`save_update` — the
+  ``*.update.safetensors`` package, validated the same way; :func:`load_change` reads
+  either kind.
 * :class:`DeltaCore` — engine-agnostic apply/restore over numpy weight buffers that
-  share memory with an engine (torch, ONNX Runtime). A delta is *prepared* once
-  (checked against the engine's names, shapes and fingerprint; indices turned into
-  global offsets into one flat buffer); activating is then one gather, one add and one
-  scatter per flat buffer, and deactivating one scatter of the saved base values — so
-  restoring is bit-exact by construction (never ``w + d - d``).
-* :class:`TorchDeltas` — the PEFT-like adapter over a live torch model: ``load``,
-  ``activate``, ``deactivate``, ``disabled()``, ``list``, ``inspect``. It makes every
-  parameter a view into one contiguous tensor per dtype so the core's fast path applies.
+  share memory with an engine (torch, ONNX Runtime, TensorRT refit arrays). A change is
+  *prepared* once (checked against the engine's names, shapes and fingerprint; indices
+  turned into global offsets into one flat buffer, whole tensors into contiguous
+  ranges); activating a delta is one gather, one add and one scatter per flat buffer,
+  an update one copy per contiguous range, and deactivating writes the saved base
+  values back — so restoring is bit-exact by construction (never ``w + d - d``). One
+  delta and one update can be active together when they change different tensors.
+* :class:`Adapters` — the PEFT-like verbs over a core: ``load``, ``activate`` (set),
+  ``deactivate``, ``disabled()`` (context manager), ``list``, ``unload``, ``inspect``;
+  :class:`TorchDeltas` adds ``merge`` (bake into a checkpoint) on a live torch model and
+  makes every parameter a view into one contiguous tensor per dtype so the core's fast
+  path applies. ``sdk.Runtime`` exposes the same verbs on every backend.
 """
 
 from __future__ import annotations
@@ -23,11 +33,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -45,6 +55,11 @@ INDEX_ENCODINGS = ("int32", "gap8")
 """``int32``: absolute indices (always readable). ``gap8``: uint8 gaps + uint32 escapes."""
 VALUE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 SUFFIX = ".delta.safetensors"
+UPDATE_FORMAT = "semedge.update"
+UPDATE_FORMAT_VERSION = 1
+UPDATE_KIND = "slf"
+UPDATE_SUFFIX = ".update.safetensors"
+FREEZE_SIDES = ("output", "input")
 _MAX_INT32 = 2**31 - 1
 _REQUIRED_METADATA = ("format", "format_version", "kind", "base_fingerprint", "domain")
 
@@ -90,7 +105,11 @@ class DeltaDtypeError(DeltaError):
 
 
 class DeltaNameError(DeltaError):
-    """A delta name that is not loaded (or already taken) in a :class:`TorchDeltas`."""
+    """A change name that is not loaded (or already taken) in an :class:`Adapters`."""
+
+
+class DeltaOverlapError(DeltaError):
+    """A delta and an update that would change the same tensor at the same time."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +174,12 @@ class Delta:
     entries: dict[str, DeltaEntry]
     index_encoding: str = "gap8"
     extra: dict[str, str] = field(default_factory=dict)
+    kind: ClassVar[str] = KIND
+
+    @property
+    def name(self) -> str:
+        """The delta's default adapter name: its domain."""
+        return self.domain
 
     @property
     def nnz(self) -> int:
@@ -167,23 +192,14 @@ class Delta:
 
     def check_against(self, shapes: Mapping[str, Sequence[int]], fingerprint: str) -> None:
         """Raise unless this delta can be applied to a model with these shapes and fingerprint."""
-        if self.base_fingerprint != fingerprint:
-            raise DeltaFingerprintError(
-                f"delta for domain {self.domain!r} was made for base {self.base_fingerprint[:12]}…"
-                f" but this model is {fingerprint[:12]}…; adapt this checkpoint again "
-                "(semedge adapt zfda CKPT ...)"
-            )
-        for name, entry in self.entries.items():
-            if name not in shapes:
-                raise DeltaUnknownParameterError(
-                    f"delta names parameter {name!r} which this model does not have; "
-                    "it was made for a different architecture"
-                )
-            if tuple(shapes[name]) != tuple(entry.shape):
-                raise DeltaShapeError(
-                    f"{name}: delta shape {list(entry.shape)} != model shape "
-                    f"{list(shapes[name])}; it was made for a different architecture"
-                )
+        _check_base(
+            f"delta for domain {self.domain!r}",
+            self.base_fingerprint,
+            {n: e.shape for n, e in self.entries.items()},
+            shapes,
+            fingerprint,
+            "adapt this checkpoint again (semedge adapt zfda CKPT ...)",
+        )
         self.validate()
 
     def summary(self) -> dict[str, Any]:
@@ -208,6 +224,117 @@ class Delta:
             "percent_of_adapted": 100.0 * self.nnz / max(adapted, 1),
             "layers": layers,
         }
+
+
+def _check_base(
+    what: str,
+    base_fingerprint: str,
+    own: Mapping[str, Sequence[int]],
+    shapes: Mapping[str, Sequence[int]],
+    fingerprint: str,
+    fix: str,
+) -> None:
+    """The checks every change kind shares: the base's fingerprint, names and shapes."""
+    if base_fingerprint != fingerprint:
+        raise DeltaFingerprintError(
+            f"{what} was made for base {base_fingerprint[:12]}… but this model is "
+            f"{fingerprint[:12]}…; {fix}"
+        )
+    kind = what.split()[0]
+    for name, shape in own.items():
+        if name not in shapes:
+            raise DeltaUnknownParameterError(
+                f"{kind} names parameter {name!r} which this model does not have; "
+                "it was made for a different architecture"
+            )
+        if tuple(shapes[name]) != tuple(shape):
+            raise DeltaShapeError(
+                f"{name}: {kind} shape {list(shape)} != model shape "
+                f"{list(shapes[name])}; it was made for a different architecture"
+            )
+
+
+@dataclass
+class Update:
+    """New values of whole parameters (SLF: the unfrozen decoder layers) for one exact base.
+
+    ``base_fingerprint`` names the receiver the update applies to, ``result_fingerprint``
+    the model it becomes (checked where the whole model is at hand, e.g. ``semedge update
+    apply``); ``freeze``/``freeze_side`` say which ℓ decoder layers stayed frozen, and
+    ``accounting`` records what producing it cost (bytes, steps, time, memory).
+    """
+
+    name: str
+    base_fingerprint: str
+    result_fingerprint: str
+    entries: dict[str, np.ndarray]
+    freeze: int = 0
+    freeze_side: str = "output"
+    accounting: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)
+    kind: ClassVar[str] = UPDATE_KIND
+
+    @property
+    def value_dtype(self) -> str:
+        dtypes = {v.dtype.name for v in self.entries.values()} or {"float32"}
+        return dtypes.pop() if len(dtypes) == 1 else "mixed"
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in self.entries.values())
+
+    def validate(self) -> None:
+        """Values: float16/float32, one dtype for all, finite; a known freeze side."""
+        if self.freeze_side not in FREEZE_SIDES:
+            raise DeltaFormatError(
+                f"freeze side {self.freeze_side!r} must be one of {', '.join(FREEZE_SIDES)}"
+            )
+        if self.value_dtype == "mixed":
+            raise DeltaDtypeError("update values must all have one dtype (float16 or float32)")
+        for name, values in self.entries.items():
+            if values.dtype not in VALUE_DTYPES:
+                raise DeltaDtypeError(
+                    f"{name}: update values must be float16 or float32, got {values.dtype}"
+                )
+            if not np.isfinite(values).all():
+                count = int((~np.isfinite(values)).sum())
+                raise DeltaValueError(
+                    f"{name}: {count} value(s) are NaN or infinite; re-run SLF or re-save it"
+                )
+
+    def check_against(self, shapes: Mapping[str, Sequence[int]], fingerprint: str) -> None:
+        """Raise unless this update applies to a model with these shapes and fingerprint."""
+        _check_base(
+            f"update {self.name!r}",
+            self.base_fingerprint,
+            {n: v.shape for n, v in self.entries.items()},
+            shapes,
+            fingerprint,
+            "run SLF against this receiver (semedge adapt slf --rx CKPT ...)",
+        )
+        self.validate()
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly description: fingerprints, ℓ, side, bytes per parameter, accounting."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "base_fingerprint": self.base_fingerprint,
+            "result_fingerprint": self.result_fingerprint,
+            "freeze": self.freeze,
+            "freeze_side": self.freeze_side,
+            "value_dtype": self.value_dtype,
+            "parameters": sum(v.size for v in self.entries.values()),
+            "value_bytes": self.nbytes,
+            "layers": {
+                n: {"shape": list(v.shape), "bytes": v.nbytes}
+                for n, v in sorted(self.entries.items())
+            },
+            "accounting": self.accounting,
+        }
+
+
+WeightChange = Delta | Update
 
 
 # ---------------------------------------------------------------- index encodings
@@ -254,8 +381,6 @@ def _payload_sha256(tensors: Mapping[str, np.ndarray]) -> str:
 
 def save_delta(delta: Delta, path: str | Path, index_encoding: str | None = None) -> Path:
     """Validate and write ``delta`` atomically (temp file + rename); returns the path."""
-    from safetensors.numpy import save_file
-
     encoding = index_encoding or delta.index_encoding
     if encoding not in INDEX_ENCODINGS:
         raise DeltaFormatError(f"unknown index encoding {encoding!r}; use one of {INDEX_ENCODINGS}")
@@ -281,9 +406,17 @@ def save_delta(delta: Delta, path: str | Path, index_encoding: str | None = None
         "sparsity": repr(float(delta.sparsity)),
         "shapes": json.dumps({n: list(e.shape) for n, e in sorted(delta.entries.items())}),
         "index_encoding": encoding,
-        "payload_sha256": _payload_sha256(tensors),
     }
-    path = Path(path)
+    return _write_safetensors(tensors, metadata, Path(path))
+
+
+def _write_safetensors(
+    tensors: dict[str, np.ndarray], metadata: dict[str, str], path: Path
+) -> Path:
+    """Write through :func:`sdk.files.atomic_file`, with the payload checksum in the metadata."""
+    from safetensors.numpy import save_file
+
+    metadata = {**metadata, "payload_sha256": _payload_sha256(tensors)}
     with atomic_file(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
@@ -293,6 +426,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, str] | None, dict[str, np.n
     from safetensors import safe_open
 
     if not path.is_file():
+        if path.name.endswith(UPDATE_SUFFIX):
+            raise DeltaFileError("no such update file; create one with: semedge adapt slf")
         raise DeltaFileError("no such delta file; create one with: semedge adapt zfda")
     try:
         with safe_open(str(path), framework="np") as f:
@@ -354,36 +489,63 @@ def _parse_metadata(metadata: dict[str, str] | None) -> tuple[dict[str, list[int
 
 def load_delta(path: str | Path) -> Delta:
     """Read and fully validate a delta file; raises a specific :class:`DeltaError`."""
+    change = load_change(path)
+    if not isinstance(change, Delta):
+        raise DeltaFormatError(f"{path}: is an update package, not a delta; use semedge update")
+    return change
+
+
+def load_update(path: str | Path) -> Update:
+    """Read and fully validate an update package; raises a specific :class:`DeltaError`."""
+    change = load_change(path)
+    if not isinstance(change, Update):
+        raise DeltaFormatError(f"{path}: is a delta, not an update package; use semedge delta")
+    return change
+
+
+def load_change(path: str | Path) -> WeightChange:
+    """Read and fully validate a delta or an update (by its ``format`` metadata)."""
     path = Path(path)
     try:
         metadata, tensors = _read_safetensors(path)
-        shapes, sparsity, encoding = _parse_metadata(metadata)
+        kind = (metadata or {}).get("format")
+        if kind not in (FORMAT, UPDATE_FORMAT):
+            raise DeltaFormatError(
+                f"not a semedge delta or update (metadata format is {kind!r}, expected "
+                f"{FORMAT!r} or {UPDATE_FORMAT!r})"
+            )
         assert metadata is not None
         expected = metadata.get("payload_sha256")
         if expected is not None and _payload_sha256(tensors) != expected:
             raise DeltaFileError("payload checksum mismatch; the file is corrupt, copy it again")
-        entries = {}
-        for name, shape in shapes.items():
-            values = _tensor(tensors, f"{name}.delta_values", VALUE_DTYPES)
-            if encoding == "int32":
-                indices = _tensor(tensors, f"{name}.delta_indices", (np.int32,)).astype(np.int64)
-            else:
-                gaps = _tensor(tensors, f"{name}.delta_gaps", (np.uint8,))
-                escapes = _tensor(tensors, f"{name}.delta_gap_escapes", (np.uint32,))
-                indices = decode_gap8(gaps, escapes, name)
-            entries[name] = DeltaEntry(indices, values, tuple(shape))
-        if tensors:
-            raise DeltaFileError(
-                f"tensors {sorted(tensors)[:3]} belong to no parameter in 'shapes'; "
-                "the file is corrupt"
-            )
-        extra = {k: v for k, v in metadata.items() if k not in _KNOWN_METADATA}
-        delta = Delta(
-            metadata["domain"], metadata["base_fingerprint"], sparsity, entries, encoding, extra
-        )
-        delta.validate()
+        if kind == UPDATE_FORMAT:
+            return _update_from(metadata, tensors)
+        return _delta_from(metadata, tensors)
     except DeltaError as exc:
         raise type(exc)(f"{path}: {exc}") from None
+
+
+def _delta_from(metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> Delta:
+    shapes, sparsity, encoding = _parse_metadata(metadata)
+    entries = {}
+    for name, shape in shapes.items():
+        values = _tensor(tensors, f"{name}.delta_values", VALUE_DTYPES)
+        if encoding == "int32":
+            indices = _tensor(tensors, f"{name}.delta_indices", (np.int32,)).astype(np.int64)
+        else:
+            gaps = _tensor(tensors, f"{name}.delta_gaps", (np.uint8,))
+            escapes = _tensor(tensors, f"{name}.delta_gap_escapes", (np.uint32,))
+            indices = decode_gap8(gaps, escapes, name)
+        entries[name] = DeltaEntry(indices, values, tuple(shape))
+    if tensors:
+        raise DeltaFileError(
+            f"tensors {sorted(tensors)[:3]} belong to no parameter in 'shapes'; the file is corrupt"
+        )
+    extra = {k: v for k, v in metadata.items() if k not in _KNOWN_METADATA}
+    delta = Delta(
+        metadata["domain"], metadata["base_fingerprint"], sparsity, entries, encoding, extra
+    )
+    delta.validate()
     return delta
 
 
@@ -394,6 +556,109 @@ _KNOWN_METADATA = {
     "index_encoding",
     "payload_sha256",
 }
+_UPDATE_METADATA = (
+    "format",
+    "format_version",
+    "kind",
+    "name",
+    "base_fingerprint",
+    "result_fingerprint",
+    "freeze",
+    "freeze_side",
+    "parameters",
+    "shapes",
+    "value_dtype",
+    "accounting",
+)
+
+
+def save_update(update: Update, path: str | Path) -> Path:
+    """Validate and write ``update`` atomically (layout in ``docs/formats.md``)."""
+    update.validate()
+    metadata = {
+        **update.extra,
+        "format": UPDATE_FORMAT,
+        "format_version": str(UPDATE_FORMAT_VERSION),
+        "kind": UPDATE_KIND,
+        "name": update.name,
+        "base_fingerprint": update.base_fingerprint,
+        "result_fingerprint": update.result_fingerprint,
+        "freeze": str(update.freeze),
+        "freeze_side": update.freeze_side,
+        "parameters": json.dumps(sorted(update.entries)),
+        "shapes": json.dumps({n: list(v.shape) for n, v in sorted(update.entries.items())}),
+        "value_dtype": update.value_dtype,
+        "accounting": json.dumps(update.accounting, sort_keys=True),
+    }
+    tensors = {n: np.ascontiguousarray(v) for n, v in update.entries.items()}
+    return _write_safetensors(tensors, metadata, Path(path))
+
+
+def _update_from(metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> Update:
+    missing = [k for k in _UPDATE_METADATA if k not in metadata]
+    if missing:
+        raise DeltaFormatError(f"metadata is missing {missing}; re-save the update")
+    if metadata["format_version"] != str(UPDATE_FORMAT_VERSION):
+        raise DeltaFormatError(
+            f"update format_version {metadata['format_version']!r} is not supported by this "
+            f"semedge (reads {UPDATE_FORMAT_VERSION}); upgrade semedge or re-create the update"
+        )
+    if metadata["kind"] != UPDATE_KIND:
+        raise DeltaFormatError(f"update kind {metadata['kind']!r} is not {UPDATE_KIND!r}")
+    try:
+        names = json.loads(metadata["parameters"])
+        shapes = json.loads(metadata["shapes"])
+        accounting = json.loads(metadata["accounting"])
+        freeze = int(metadata["freeze"])
+        ok = (
+            isinstance(names, list)
+            and isinstance(shapes, dict)
+            and isinstance(accounting, dict)
+            and sorted(names) == sorted(shapes)
+            and all(
+                isinstance(s, list) and all(isinstance(d, int) for d in s) for s in shapes.values()
+            )
+        )
+    except (json.JSONDecodeError, ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise DeltaFormatError(
+            "metadata 'parameters'/'shapes'/'accounting'/'freeze' is malformed; re-save the update"
+        )
+    value_dtype = metadata["value_dtype"]
+    if value_dtype not in [d.name for d in VALUE_DTYPES]:
+        raise DeltaDtypeError(f"value_dtype {value_dtype!r} is not float16 or float32")
+    entries = {}
+    for name in names:
+        if name not in tensors:
+            raise DeltaFileError(f"parameter {name!r} is listed but missing; the file is corrupt")
+        values = tensors.pop(name)
+        if values.dtype.name != value_dtype:
+            raise DeltaDtypeError(
+                f"{name} has dtype {values.dtype}, the update declares {value_dtype}"
+            )
+        if list(values.shape) != shapes[name]:
+            raise DeltaShapeError(
+                f"{name} has shape {list(values.shape)} but the metadata says {shapes[name]}; "
+                "the file is corrupt"
+            )
+        entries[name] = values
+    if tensors:
+        raise DeltaFileError(
+            f"tensors {sorted(tensors)[:3]} are not in the parameter list; the file is corrupt"
+        )
+    update = Update(
+        metadata["name"],
+        metadata["base_fingerprint"],
+        metadata["result_fingerprint"],
+        entries,
+        freeze,
+        metadata["freeze_side"],
+        accounting,
+        {k: v for k, v in metadata.items() if k not in (*_UPDATE_METADATA, "payload_sha256")},
+    )
+    update.validate()
+    return update
 
 
 # ---------------------------------------------------------------- apply / restore
@@ -411,12 +676,34 @@ class _Segment:
 
 
 @dataclass
-class PreparedDelta:
-    """A delta checked against one :class:`DeltaCore`, with its global indices precomputed."""
+class _Block:
+    """A contiguous range ``flat[start:stop]`` that an update replaces (whole tensors)."""
 
-    delta: Delta
+    flat: np.ndarray
+    start: int
+    stop: int
+    values: np.ndarray  # in ``flat``'s dtype, 1-D
+    saved: np.ndarray  # base values, filled on activate
+
+
+@dataclass
+class PreparedDelta:
+    """A change (``delta``: a :class:`Delta` or an :class:`Update`) checked against one
+    :class:`DeltaCore`, with its global indices or ranges precomputed."""
+
+    delta: WeightChange
     core: DeltaCore
     segments: list[_Segment]
+    blocks: list[_Block] = field(default_factory=list)
+    swaps: dict[str, np.ndarray] = field(default_factory=dict)  # name -> new tensor (rebind)
+
+    @property
+    def kind(self) -> str:
+        return self.delta.kind
+
+    @property
+    def names(self) -> set[str]:
+        return set(self.delta.entries)
 
 
 def _address(arr: np.ndarray) -> int:
@@ -424,13 +711,21 @@ def _address(arr: np.ndarray) -> int:
 
 
 class DeltaCore:
-    """Apply and restore deltas on an engine's weight buffers (numpy views of its memory).
+    """Apply and restore deltas and updates on an engine's weight buffers.
 
     ``buffers`` maps parameter names to arrays that share memory with the engine;
     ``fingerprint`` is the base fingerprint of exactly those weights. Buffers that lie
     inside one of ``flats`` (1-D contiguous arrays, e.g. one tensor holding all of a
     model's parameters) are addressed through it, so a delta touching many tensors is
-    still a single vectorised gather/scatter; any other buffer is its own segment.
+    still a single vectorised gather/scatter (and an update of neighbouring tensors one
+    copy); any other buffer is its own segment. At most one change per kind is active
+    (activating another of the same kind switches); a delta and an update may be active
+    together only when they change different tensors.
+
+    ``rebind(name, array)``, where an engine can point a tensor at other memory (torch
+    ``Parameter.data``, an ONNX Runtime weight input), makes an update O(tensors) instead
+    of O(bytes): its prepared tensors are swapped in, and rolling back points the engine
+    at the original buffer again — which was never written, so it is the saved base.
     """
 
     def __init__(
@@ -438,15 +733,18 @@ class DeltaCore:
         buffers: Mapping[str, np.ndarray],
         fingerprint: str,
         flats: Sequence[np.ndarray] = (),
+        rebind: Callable[[str, np.ndarray], None] | None = None,
     ) -> None:
         self.fingerprint = fingerprint
+        self._buffers = dict(buffers)
+        self._rebind = rebind
         self.shapes = {name: tuple(buf.shape) for name, buf in buffers.items()}
         self._place: dict[str, tuple[np.ndarray, int]] = {}
         for name, buf in buffers.items():
             if not (buf.flags.c_contiguous and buf.flags.writeable):
                 raise ValueError(f"buffer {name!r} must be C-contiguous and writeable")
             self._place[name] = self._locate(buf, flats)
-        self._active: PreparedDelta | None = None
+        self._active: dict[str, PreparedDelta] = {}
         self._changed: set[str] = set()
 
     @staticmethod
@@ -461,24 +759,39 @@ class DeltaCore:
 
     @property
     def active(self) -> str | None:
-        """Domain of the active delta, or None when the base weights are in place."""
-        return self._active.delta.domain if self._active else None
+        """Domain of the active delta, or None when no delta is active."""
+        prepared = self._active.get(KIND)
+        return prepared.delta.name if prepared else None
 
     @property
     def active_delta(self) -> PreparedDelta | None:
-        return self._active
+        """The active delta (kind ``zfda``), if any."""
+        return self._active.get(KIND)
+
+    @property
+    def active_changes(self) -> list[PreparedDelta]:
+        """Every active change (delta and/or update), in activation order."""
+        return list(self._active.values())
 
     def take_changed(self) -> set[str]:
         """Names of the tensors written since the last call (what an engine must refit)."""
         changed, self._changed = self._changed, set()
         return changed
 
-    def prepare(self, delta: Delta) -> PreparedDelta:
-        """Validate ``delta`` against this engine and precompute its global indices."""
-        delta.check_against(self.shapes, self.fingerprint)
+    def prepare(self, change: WeightChange) -> PreparedDelta:
+        """Validate ``change`` against this engine and precompute where it writes."""
+        change.check_against(self.shapes, self.fingerprint)
+        if isinstance(change, Update) and self._rebind is not None:
+            swaps = {
+                n: np.ascontiguousarray(v, dtype=self._buffers[n].dtype).reshape(self.shapes[n])
+                for n, v in change.entries.items()
+            }
+            return PreparedDelta(change, self, [], [], swaps)
+        if isinstance(change, Update):
+            return PreparedDelta(change, self, [], self._blocks(change))
         groups: dict[int, tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]] = {}
-        for name in sorted(delta.entries, key=lambda n: self._place[n][1]):
-            entry = delta.entries[name]
+        for name in sorted(change.entries, key=lambda n: self._place[n][1]):
+            entry = change.entries[name]
             flat, offset = self._place[name]
             _, idx, vals = groups.setdefault(id(flat), (flat, [], []))
             idx.append(entry.indices + offset)
@@ -490,29 +803,80 @@ class DeltaCore:
             segments.append(
                 _Segment(flat, index, values, np.empty_like(values), np.empty_like(values))
             )
-        return PreparedDelta(delta, self, segments)
+        return PreparedDelta(change, self, segments)
 
-    def activate(self, delta: Delta | PreparedDelta) -> None:
-        """Validate, then apply ``delta`` (restoring the active one first when switching)."""
-        prepared = delta if isinstance(delta, PreparedDelta) else self.prepare(delta)
+    def _blocks(self, update: Update) -> list[_Block]:
+        """One block per run of tensors that are neighbours in the same flat buffer."""
+        blocks: list[_Block] = []
+        pieces: list[np.ndarray] = []
+        for name in sorted(
+            update.entries, key=lambda n: (id(self._place[n][0]), self._place[n][1])
+        ):
+            flat, start = self._place[name]
+            values = update.entries[name].astype(flat.dtype).reshape(-1)
+            last = blocks[-1] if blocks else None
+            if last is not None and last.flat is flat and last.stop == start:
+                last.stop += values.size
+                pieces.append(values)
+                continue
+            if last is not None:
+                last.values = np.concatenate(pieces)
+            blocks.append(_Block(flat, start, start + values.size, values, values))
+            pieces = [values]
+        if blocks:
+            blocks[-1].values = np.concatenate(pieces)
+        for block in blocks:
+            block.saved = np.empty_like(block.values)
+        return blocks
+
+    def activate(self, change: WeightChange | PreparedDelta) -> None:
+        """Validate, then apply ``change`` (restoring the active one of its kind first).
+
+        Raises :class:`DeltaOverlapError`, changing nothing, when an active change of the
+        other kind writes one of the same tensors.
+        """
+        prepared = change if isinstance(change, PreparedDelta) else self.prepare(change)
         if prepared.core is not self:
             prepared = self.prepare(prepared.delta)
-        if prepared is self._active:
+        current = self._active.get(prepared.kind)
+        if prepared is current:
             return
-        self.deactivate()
+        for other in self._active.values():
+            shared = prepared.names & other.names if other.kind != prepared.kind else set()
+            if shared:
+                raise DeltaOverlapError(
+                    f"{prepared.kind} {prepared.delta.name!r} and the active {other.kind} "
+                    f"{other.delta.name!r} both change {sorted(shared)[0]}; deactivate "
+                    f"{other.delta.name!r} first"
+                )
+        if current is not None:
+            self._restore(current)
         for seg in prepared.segments:
             self._apply_segment(seg)
-        self._active = prepared
-        self._changed |= set(prepared.delta.entries)
+        for block in prepared.blocks:
+            np.copyto(block.saved, block.flat[block.start : block.stop])
+            block.flat[block.start : block.stop] = block.values
+        for name, values in prepared.swaps.items():
+            self._rebind(name, values)  # type: ignore[misc]  # swaps exist only with rebind
+        self._active[prepared.kind] = prepared
+        self._changed |= prepared.names
 
-    def deactivate(self) -> None:
-        """Write the saved base values back (bit-exact); no-op when nothing is active."""
-        if self._active is None:
-            return
-        for seg in self._active.segments:
+    def deactivate(self, kind: str | None = None) -> None:
+        """Write saved base values back (bit-exact) for ``kind``, or every active change."""
+        for prepared in list(self._active.values())[::-1]:
+            if kind in (None, prepared.kind):
+                self._restore(prepared)
+
+    def _restore(self, prepared: PreparedDelta) -> None:
+        """Saved values back in reverse order of writing (tied tensors end at the base)."""
+        for name in prepared.swaps:
+            self._rebind(name, self._buffers[name])  # type: ignore[misc]
+        for block in prepared.blocks[::-1]:
+            block.flat[block.start : block.stop] = block.saved
+        for seg in prepared.segments[::-1]:
             self._restore_segment(seg)
-        self._changed |= set(self._active.delta.entries)
-        self._active = None
+        del self._active[prepared.kind]
+        self._changed |= prepared.names
 
     # Where the weights live decides how a segment is written: numpy here, the sparse-delta
     # CUDA kernel on device-resident weights (sdk.runtime.trt.DeviceDeltaCore).
@@ -525,18 +889,138 @@ class DeltaCore:
         seg.flat[seg.index] = seg.saved
 
 
+# ---------------------------------------------------------------- adapters
+
+
+class Adapters:
+    """Named weight changes over one :class:`DeltaCore`: the PEFT-like verbs.
+
+    ``load`` validates and registers, ``activate`` sets (switching within a kind),
+    ``deactivate`` restores, ``disabled()`` runs a block on the base weights, ``list``,
+    ``unload`` and ``inspect`` manage what is loaded. ``on_change`` runs after every
+    write (a runtime makes the new weights take effect there); if it fails the previous
+    state is put back before the error propagates.
+    """
+
+    def __init__(self, core: DeltaCore, on_change: Callable[[], None] | None = None) -> None:
+        self.core = core
+        self._on_change = on_change or (lambda: None)
+        self._loaded: dict[str, PreparedDelta] = {}
+
+    @property
+    def fingerprint(self) -> str:
+        return self.core.fingerprint
+
+    @property
+    def active(self) -> str | None:
+        """Name of the most recently activated change still active, or None."""
+        names = self.active_names
+        return names[-1] if names else None
+
+    @property
+    def active_names(self) -> list[str]:
+        """Names of every active change (a delta and an update may be active together)."""
+        by_id = {id(p): n for n, p in self._loaded.items()}
+        return [by_id[id(p)] for p in self.core.active_changes if id(p) in by_id]
+
+    def load(self, source: str | Path | WeightChange, name: str | None = None) -> str:
+        """Load (file or in-memory change), validate against this model, register as ``name``.
+
+        ``name`` defaults to the delta's domain or the update's name. Returns the name.
+        """
+        change = source if isinstance(source, Delta | Update) else load_change(source)
+        name = name or change.name
+        if name in self._loaded:
+            raise DeltaNameError(f"a change named {name!r} is already loaded; pass another name")
+        self._loaded[name] = self.core.prepare(change)
+        return name
+
+    def name_of(self, change: WeightChange) -> str | None:
+        """The name ``change`` (this very object) is loaded under, if it is."""
+        return next((n for n, p in self._loaded.items() if p.delta is change), None)
+
+    def _get(self, name: str) -> PreparedDelta:
+        if name not in self._loaded:
+            raise DeltaNameError(
+                f"no change named {name!r} is loaded (loaded: {', '.join(self._loaded) or 'none'})"
+            )
+        return self._loaded[name]
+
+    def _transition(self, step: Callable[[], None]) -> None:
+        """Run ``step`` on the core, then ``on_change``; on failure put the old state back."""
+        before = self.core.active_changes
+        step()
+        try:
+            self._on_change()
+        except BaseException:
+            self._set_active(before)
+            self._on_change()
+            raise
+
+    def activate(self, name: str) -> None:
+        """Make change ``name`` active (an active change of the same kind is restored first)."""
+        prepared = self._get(name)
+        self._transition(lambda: self.core.activate(prepared))
+
+    def deactivate(self, name: str | None = None, kind: str | None = None) -> None:
+        """Restore the base weights of change ``name``, of the active change of ``kind``
+        (``zfda`` or ``slf``), or by default of every active change."""
+        if name is not None:
+            prepared = self._get(name)
+            if prepared not in self.core.active_changes:
+                return
+            kind = prepared.kind
+        if any(kind in (None, p.kind) for p in self.core.active_changes):
+            self._transition(lambda: self.core.deactivate(kind))
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Run a block on the base weights, then put back exactly what was active before."""
+        previous = self.core.active_changes
+        self.deactivate()
+        try:
+            yield
+        finally:
+            self._transition(lambda: self._set_active(previous))
+
+    def _set_active(self, changes: Sequence[PreparedDelta]) -> None:
+        self.core.deactivate()
+        for prepared in changes:
+            self.core.activate(prepared)
+
+    def unload(self, name: str) -> None:
+        """Forget change ``name`` (deactivating it first if it is active)."""
+        self.deactivate(name)
+        del self._loaded[name]
+
+    def list(self) -> list[str]:
+        return list(self._loaded)
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        """The change's summary (:meth:`Delta.summary` / :meth:`Update.summary`) and state."""
+        prepared = self._get(name)
+        return {
+            **prepared.delta.summary(),
+            "kind": prepared.kind,
+            "active": prepared in self.core.active_changes,
+        }
+
+
 # ---------------------------------------------------------------- torch adapter
 
 
-class TorchDeltas:
-    """PEFT-like switching of named deltas on a live torch model (CPU).
+class TorchDeltas(Adapters):
+    """PEFT-like switching of named deltas and updates on a live torch model (CPU).
 
     On construction every parameter becomes a view into one contiguous tensor per dtype
-    (values unchanged, same ``Parameter`` objects), so activation is one vectorised
-    gather/scatter (``save_checkpoint`` still works: the views do not overlap).
+    (values unchanged, same ``Parameter`` objects), so a delta is one vectorised
+    gather/scatter (``save_checkpoint`` still works: the views do not overlap); an update
+    points its parameters at the update's tensors (``Parameter.data``) and back, or with
+    ``rebind_updates=False`` copies them into the flat buffer (as engines without rebinding
+    do).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, rebind_updates: bool = True) -> None:
         from sdk.fingerprint import model_fingerprint
 
         self.model = model
@@ -547,11 +1031,21 @@ class TorchDeltas:
                 raise DeltaError("TorchDeltas works on CPU models; move the model with .cpu()")
             unique.setdefault(id(p), p)
         self._flats = self._flatten(list(unique.values()))
-        buffers = {
-            name: p.detach().numpy() for name, p in model.named_parameters(remove_duplicate=False)
-        }
-        self.core = DeltaCore(buffers, fingerprint, [f.numpy() for f in self._flats])
-        self._deltas: dict[str, PreparedDelta] = {}
+        named = dict(model.named_parameters(remove_duplicate=False))
+        buffers = {name: p.detach().numpy() for name, p in named.items()}
+        flats = [f.numpy() for f in self._flats]
+        rebind = self._rebinder(named) if rebind_updates else None
+        super().__init__(DeltaCore(buffers, fingerprint, flats, rebind))
+
+    @staticmethod
+    def _rebinder(named: dict[str, torch.nn.Parameter]) -> Callable[[str, np.ndarray], None]:
+        """Point a parameter at other memory (an update's tensor, or its flat view again)."""
+        import torch
+
+        def rebind(name: str, array: np.ndarray) -> None:
+            named[name].data = torch.from_numpy(array)
+
+        return rebind
 
     @staticmethod
     def _flatten(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
@@ -571,64 +1065,15 @@ class TorchDeltas:
             flats.append(flat)
         return flats
 
-    @property
-    def fingerprint(self) -> str:
-        return self.core.fingerprint
+    def merge(self, out: str | Path | None = None) -> str:
+        """Bake the active changes into a new checkpoint at ``out``; returns its fingerprint.
 
-    @property
-    def active(self) -> str | None:
-        """Name of the active delta, or None."""
-        current = self.core.active_delta
-        return next((n for n, p in self._deltas.items() if p is current), None)
-
-    def load(self, source: str | Path | Delta, name: str | None = None) -> str:
-        """Load (file or :class:`Delta`), validate against this model, register under ``name``.
-
-        ``name`` defaults to the delta's domain. Returns the name.
+        The live model keeps its state (the changes stay active and can still be
+        deactivated back to the base); without ``out`` only the fingerprint is computed.
         """
-        delta = source if isinstance(source, Delta) else load_delta(source)
-        name = name or delta.domain
-        if name in self._deltas:
-            raise DeltaNameError(f"a delta named {name!r} is already loaded; pass another name")
-        self._deltas[name] = self.core.prepare(delta)
-        return name
+        from sdk.checkpoint import save_checkpoint
+        from sdk.fingerprint import model_fingerprint
 
-    def _get(self, name: str) -> PreparedDelta:
-        if name not in self._deltas:
-            raise DeltaNameError(
-                f"no delta named {name!r} is loaded (loaded: {', '.join(self._deltas) or 'none'})"
-            )
-        return self._deltas[name]
-
-    def activate(self, name: str) -> None:
-        """Make delta ``name`` the active one (switching restores the previous one first)."""
-        self.core.activate(self._get(name))
-
-    def deactivate(self) -> None:
-        """Restore the base weights bit-exactly."""
-        self.core.deactivate()
-
-    @contextmanager
-    def disabled(self) -> Iterator[None]:
-        """Run a block on the base weights, then re-activate whatever was active."""
-        previous = self.core.active_delta
-        self.core.deactivate()
-        try:
-            yield
-        finally:
-            if previous is not None:
-                self.core.activate(previous)
-
-    def unload(self, name: str) -> None:
-        """Forget delta ``name`` (deactivating it first if it is active)."""
-        if self._get(name) is self.core.active_delta:
-            self.core.deactivate()
-        del self._deltas[name]
-
-    def list(self) -> list[str]:
-        return list(self._deltas)
-
-    def inspect(self, name: str) -> dict[str, Any]:
-        """The summary of delta ``name`` (see :meth:`Delta.summary`) plus whether it is active."""
-        prepared = self._get(name)
-        return {**prepared.delta.summary(), "active": prepared is self.core.active_delta}
+        if out is not None:
+            save_checkpoint(self.model, out, extra={"merged": self.active_names})
+        return model_fingerprint(self.model)

@@ -1,8 +1,13 @@
-"""``semedge adapt zfda``: train a per-domain sparse delta for a checkpoint (ZFDA/SAM)."""
+"""``semedge adapt zfda`` (per-domain sparse delta, ZFDA/SAM) and ``semedge adapt slf``
+(re-align a transmitter with a receiver: split learning with layer freezing)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sdk.models.base import Transceiver
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +63,161 @@ def register(sub: argparse._SubParsersAction) -> None:
     z.add_argument("--seed", type=int, default=0, help="random seed")
     z.add_argument("--out", required=True, help="delta file to write (*.delta.safetensors)")
     z.set_defaults(func=run)
+    _register_slf(methods)
+
+
+def _register_slf(methods: argparse._SubParsersAction) -> None:
+    s = methods.add_parser(
+        "slf",
+        help="re-align a transmitter with a receiver; writes an update package",
+        description="Split learning with layer freezing: the transmitter (--tx) takes the "
+        "receiver's decoder (--rx), freezes ℓ of its layers, fine-tunes its own encoder and "
+        "the other decoder layers on its own data and channel, and writes the new values of "
+        "the tuned layers as an update package for the receiver (semedge update apply) and "
+        "the adapted transmitter as a checkpoint. Neither input checkpoint is modified.",
+    )
+    s.add_argument("--tx", help="the transmitter's checkpoint (its encoder is fine-tuned)")
+    s.add_argument(
+        "--rx",
+        required=True,
+        help="the receiver's checkpoint, or just its decoder download (*.decoder.safetensors)",
+    )
+    s.add_argument(
+        "--save-download",
+        metavar="FILE",
+        help="only write the receiver's decoder download (what the transmitter needs) to FILE",
+    )
+    s.add_argument(
+        "--list-layers",
+        action="store_true",
+        help="only list the receiver's decoder layers with their sizes (what ℓ counts)",
+    )
+    s.add_argument(
+        "--freeze", type=int, default=0, metavar="L", help="ℓ, decoder layers to freeze (default 0)"
+    )
+    s.add_argument(
+        "--freeze-side",
+        default="output",
+        choices=("output", "input"),
+        help="freeze the ℓ layers nearest the output (default, the seed's) or the input",
+    )
+    s.add_argument(
+        "--data", help="patches | mnist | digits (default: what the transmitter was trained on)"
+    )
+    s.add_argument("--domain", help="the transmitter's data shift: rotation | contrast | ...")
+    s.add_argument("--strength", type=float, help="domain shift strength (default per domain)")
+    s.add_argument("--limit", type=int, help="use only the first N training images")
+    s.add_argument(
+        "--snr", default="10", help="the transmitter's channel SNR in dB: one value or LOW,HIGH"
+    )
+    s.add_argument(
+        "--channel",
+        choices=("awgn", "rayleigh"),
+        help="the transmitter's channel (default: its own)",
+    )
+    s.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default 300)")
+    s.add_argument("--batch-size", type=int, default=64, help="(default 64)")
+    s.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    s.add_argument(
+        "--weight-decay", type=float, default=0.0, help="on tuned parameters only (default 0)"
+    )
+    s.add_argument(
+        "--value-dtype",
+        default="float32",
+        choices=("float32", "float16"),
+        help="package values: float32 (exact, default) or float16 (half the bytes)",
+    )
+    s.add_argument("--name", default="slf", help="name of the update (default: slf)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: all, or 1 if the CPU is busy)"
+    )
+    s.add_argument("--out", help="update package to write (*.update.safetensors)")
+    s.add_argument(
+        "--tx-out", help="where to save the adapted transmitter (default: next to --out, .tx)"
+    )
+    s.set_defaults(func=run_slf)
+
+
+def run_slf(args: argparse.Namespace) -> int:
+    from sdk.adapt.slf import (
+        DOWNLOAD_SUFFIX,
+        SLFConfig,
+        SLFError,
+        adapt_slf,
+        decoder_layers,
+        layer_table,
+        load_download,
+        save_download,
+        split_layers,
+    )
+    from sdk.checkpoint import load_checkpoint, save_checkpoint
+    from sdk.delta import UPDATE_SUFFIX, save_update
+
+    if str(args.rx).endswith(DOWNLOAD_SUFFIX):
+        rx = load_download(args.rx)
+    else:
+        rx = load_checkpoint(args.rx)  # type: ignore[assignment]
+    if args.save_download:
+        path = save_download(rx, args.save_download)
+        print(f"wrote {path}: {path.stat().st_size} bytes (decoder of {args.rx})")
+        return 0
+    if args.list_layers:
+        print(layer_table(rx, args.freeze, args.freeze_side))
+        return 0
+    if not args.tx or not args.out:
+        raise SLFError("give --tx CKPT and --out FILE.update.safetensors (or --list-layers)")
+    import torch
+
+    from sdk.data import load_dataset
+    from sdk.data.shifts import shift_dataset
+    from sdk.evaluate import check_compatible
+    from sdk.options import parse_snrs
+    from sdk.train import dataset_of, default_threads
+
+    snrs = parse_snrs(args.snr)
+    config = SLFConfig(
+        freeze=args.freeze,
+        freeze_side=args.freeze_side,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        snr_db=(min(snrs), max(snrs)),
+        channel=args.channel,
+        value_dtype=args.value_dtype,
+        seed=args.seed,
+        name=args.name,
+    )
+    config.validate()
+    split_layers(decoder_layers(rx), args.freeze, args.freeze_side)  # a bad ℓ fails before data
+    torch.set_num_threads(args.threads or default_threads())
+    data = load_dataset(dataset_of(args.tx, args.data), "train")
+    if args.limit:
+        data = data.spread(args.limit)
+    if args.domain:
+        data = shift_dataset(data, args.domain, args.strength)
+    tx: Transceiver = load_checkpoint(args.tx)  # type: ignore[assignment]
+    check_compatible(tx, data)
+    result = adapt_slf(tx, rx, data, config)
+    out = save_update(result.update, args.out)
+    stem = str(out)[: -len(UPDATE_SUFFIX)] if str(out).endswith(UPDATE_SUFFIX) else str(out)
+    tx_out = save_checkpoint(result.transmitter, args.tx_out or f"{stem}.tx")
+    acc = result.accounting
+    share = 100 * acc["upload_bytes"] / acc["decoder_bytes"]
+    print(
+        f"wrote {out}: {len(result.update.entries)} tensors of {len(acc['tuned_layers'])} tuned "
+        f"layers, {out.stat().st_size} bytes ({share:.1f} % of the decoder's "
+        f"{acc['decoder_bytes']}); downloaded {acc['download_bytes']} bytes"
+    )
+    print(
+        f"{acc['steps']} steps in {acc['finetune_s']:.1f} s ({acc['step_ms']:.1f} ms/step), peak "
+        f"memory {acc['peak_memory_bytes'] / 2**20:.1f} MiB, usable again after "
+        f"{acc['usable_again_s']:.1f} s; loss {result.history[0]['loss']:.4f} -> "
+        f"{result.history[-1]['loss']:.4f}"
+    )
+    print(f"adapted transmitter: {tx_out}; receiver: semedge update apply {args.rx} {out}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print PSNR/SSIM (reconstruction), accuracy (classification) and IoU "
         "(foreground mask) per channel SNR for a checkpoint on a dataset split.",
     )
-    p.add_argument("checkpoint", help="checkpoint folder, or the --out folder of semedge train")
+    p.add_argument(
+        "checkpoint", nargs="?", help="checkpoint folder, or the --out folder of semedge train"
+    )
+    p.add_argument("--tx", metavar="CKPT", help="evaluate this encoder with --rx's decoder instead")
+    p.add_argument("--rx", metavar="CKPT", help="the decoder's checkpoint of a --tx pairing")
+    p.add_argument("--update", metavar="PKG", help="apply this SLF update to --rx first")
     p.add_argument(
         "--data",
         help="patches | mnist | digits (default: what the checkpoint was trained on)",
@@ -46,7 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_model(args: argparse.Namespace) -> Any:
     """The model to evaluate (the one place to change what ``eval`` loads)."""
     from sdk.checkpoint import load_checkpoint
+    from sdk.options import OptionError
 
+    if args.tx or args.rx or args.update:
+        from sdk.adapt.slf import load_pair
+
+        if not (args.tx and args.rx) or args.checkpoint:
+            raise OptionError("evaluate a pairing with --tx CKPT --rx CKPT [--update PKG] only")
+        args.checkpoint = args.tx  # titles and the default dataset: the transmitter's
+        return load_pair(args.tx, args.rx, args.update)
+    if not args.checkpoint:
+        raise OptionError("give a CHECKPOINT, or a pairing with --tx CKPT --rx CKPT")
     return load_checkpoint(args.checkpoint)
 
 

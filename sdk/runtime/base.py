@@ -25,7 +25,7 @@ from sdk.errors import SemedgeError
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from sdk.delta import DeltaCore
+    from sdk.delta import Adapters, DeltaCore
 
 
 class RunnerError(SemedgeError):
@@ -154,6 +154,12 @@ class BaseRunner:
 
     def weights_changed(self) -> None:
         """Make patched weight buffers take effect (no-op when they are read every run)."""
+
+    def adapters(self) -> Adapters:
+        """Named deltas/updates over :meth:`delta_core`; :meth:`weights_changed` applies them."""
+        from sdk.delta import Adapters
+
+        return Adapters(self.delta_core(), self.weights_changed)
 
     # -- hooks
     def activate_impl(self) -> None:

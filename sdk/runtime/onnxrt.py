@@ -91,7 +91,7 @@ class OnnxrtRunner(BaseRunner):
         self._core: DeltaCore | None = None
         self._written: set[str] = set()
         self.max_sessions = max_sessions
-        self._sessions: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
+        self._sessions: OrderedDict[tuple[int, ...], tuple[Any, Any]] = OrderedDict()
 
     def _session(self, model: str | bytes) -> Any:
         ort = _ort()
@@ -183,22 +183,34 @@ class OnnxrtRunner(BaseRunner):
                 f"{self.path} carries no base fingerprint; re-export it with: semedge export"
             )
         if self._core is None:
-            self._core = DeltaCore(self._weights, self.fingerprint)
+            rebind = self._rebind if self._mode in ("inputs", "rebuild") else None
+            self._core = DeltaCore(dict(self._weights), self.fingerprint, rebind=rebind)
         return self._core
+
+    def _rebind(self, name: str, array: np.ndarray) -> None:
+        """Point weight ``name`` at ``array`` (an update's tensor, or the base buffer again):
+        ``inputs`` binds it as the input's OrtValue (zero copy), ``rebuild`` uses it for the
+        next session built."""
+        self._weights[name] = array
+        if self._mode == "inputs":
+            value = _ort().OrtValue.ortvalue_from_numpy(array)
+            self._ortvalues[name] = value
+            self._binding.bind_ortvalue_input(name, value)
 
     def weights_changed(self) -> None:
         """``rebuild``: swap to the active delta's session, building it on first use."""
         if self._mode != "rebuild":
             return
-        active = self._core.active_delta if self._core else None
-        if active is None:
+        active = tuple(self._core.active_changes) if self._core else ()
+        key = tuple(id(p) for p in active)
+        if not active:
             self._sess = self._base_session
-        elif id(active) in self._sessions:
-            self._sessions.move_to_end(id(active))
-            self._sess = self._sessions[id(active)][1]
+        elif key in self._sessions:
+            self._sessions.move_to_end(key)
+            self._sess = self._sessions[key][1]
         else:
-            self._sess = self._build_patched(set(active.delta.entries))
-            self._sessions[id(active)] = (active, self._sess)  # keeps ``active`` alive: id stays
+            self._sess = self._build_patched(set().union(*(p.names for p in active)))
+            self._sessions[key] = (active, self._sess)  # keeps ``active`` alive: ids stay
             while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
         self._bind()

@@ -76,9 +76,13 @@ class TorchRunner(BaseRunner):
         return "inplace"
 
     def delta_core(self) -> DeltaCore:
+        return self.adapters().core
+
+    def adapters(self) -> TorchDeltas:
+        """One :class:`~sdk.delta.TorchDeltas` per activation (it can also ``merge``)."""
         from sdk.delta import TorchDeltas
 
         self._require_active()
         if self._deltas is None:
             self._deltas = TorchDeltas(self.model)
-        return self._deltas.core
+        return self._deltas

@@ -3,8 +3,10 @@
 ``Runtime.load(source)`` accepts an artifact (directory or ``.tar``; verified against
 its manifest and checked against this device), a bare ``.onnx`` file, or a
 checkpoint directory (torch reference; ``backend="onnxrt"`` exports it first). Then
-``infer(dict or array)`` runs it, ``activate_delta(path)`` / ``deactivate_delta()``
-switch domains (base weights restored bit-exactly), and ``info()`` says what is loaded.
+``infer(dict or array)`` runs it, ``activate(path or name)`` / ``deactivate()`` switch ZFDA
+deltas and SLF updates (base weights restored bit-exactly), with the other verbs of
+:class:`sdk.delta.Adapters` (``load_change`` for ``load``, ``disabled()``, ``list``,
+``unload``, ``merge``); ``info()`` says what is loaded.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +28,7 @@ from sdk.runtime import trust
 from sdk.runtime.base import BaseRunner, InputError, RunnerError
 
 if TYPE_CHECKING:
-    from sdk.delta import Delta, PreparedDelta
+    from sdk.delta import Adapters, WeightChange
     from sdk.runtime.device import DeviceRuntime
 
 BACKENDS = ("torch", "onnxrt", "trt")
@@ -59,7 +62,8 @@ class Runtime:
         self._runner = runner
         self._closed = False
         self.manifest = manifest
-        self._prepared: dict[str, PreparedDelta] = {}
+        self._prepared: dict[str, str] = {}  # resolved file path -> loaded name
+        self._adapter_set: Adapters | None = None
         self.last_switch_ms: float | None = None
         self.trusted_key: bytes | None = None
         self._cleanup = weakref.finalize(
@@ -277,78 +281,140 @@ class Runtime:
             inputs = {specs[0].name: inputs}
         return self.runner.infer(inputs)
 
-    # ------------------------------------------------------------ deltas
+    # ------------------------------------------------------------ deltas and updates
     @property
     def delta_mode(self) -> str | None:
         return self.runner.delta_mode
 
-    def _prepare(self, source: str | Path | Delta) -> PreparedDelta:
-        from sdk.delta import Delta, load_delta
+    def _adapters(self) -> Adapters:
+        if self._adapter_set is None:
+            self._adapter_set = self.runner.adapters()
+        return self._adapter_set
 
-        if not isinstance(source, Delta):
-            trust.require_signed(Path(source), self.trusted_key, "delta")
-        key = None if isinstance(source, Delta) else str(Path(source).resolve())
+    def load_change(self, source: str | Path | WeightChange, name: str | None = None) -> str:
+        """Validate a delta or update against this model and register it; returns its name.
+
+        :meth:`Adapters.load <sdk.delta.Adapters.load>` under another name (``Runtime.load``
+        loads the model). The same file loaded twice is one change (its name again).
+        """
+        from sdk.delta import UPDATE_SUFFIX, Delta, Update, load_change
+
+        adapters = self._adapters()
+        known = adapters.name_of(source) if isinstance(source, Delta | Update) else None
+        if known is not None:
+            return known
+        key = None if isinstance(source, Delta | Update) else str(Path(source).resolve())
+        if key is not None:  # in-memory changes come from this process (on-device adaptation)
+            kind = "update" if key.endswith(UPDATE_SUFFIX) else "delta"
+            trust.require_signed(Path(source), self.trusted_key, kind)  # type: ignore[arg-type]
         if key in self._prepared:
             return self._prepared[key]
-        delta = source if isinstance(source, Delta) else load_delta(source)
-        core = self.runner.delta_core()
-        foreign = sorted(set(delta.entries) - set(core.shapes))
+        change = source if isinstance(source, Delta | Update) else load_change(source)
+        foreign = sorted(set(change.entries) - set(adapters.core.shapes))
         if foreign:
             manifest = self.manifest or {}
             source_name = manifest.get("model", {}).get("source") or "CKPT"
             precision = manifest.get("precision", "fp32")
             keep = f" --precision {precision}" if precision != "fp32" else ""
             raise DeltaTargetError(
-                f"delta {delta.domain!r} changes {foreign[0]}, which this {self.runner.backend} "
-                f"model cannot switch (delta mode {self.delta_mode}); rebuild it exposing the "
-                f"delta's tensors: semedge build {source_name}{keep} --delta-targets DELTA_FILE "
-                "--out DIR"
+                f"{change.kind} {change.name!r} changes {foreign[0]}, which this "
+                f"{self.runner.backend} model cannot switch (delta mode {self.delta_mode}); "
+                f"rebuild it exposing those tensors: semedge build {source_name}{keep} "
+                "--delta-targets decoder --out DIR"
             )
-        prepared = core.prepare(delta)
+        if name is None and change.name in adapters.list():
+            name = f"{change.name}@{key or id(change)}"
+        name = adapters.load(change, name)
         if key is not None:
-            self._prepared[key] = prepared
-        return prepared
+            self._prepared[key] = name
+        return name
 
-    def preload_delta(self, source: str | Path | Delta) -> None:
-        """Validate and prepare a delta ahead of time, so the first switch to it is fast.
+    def _name(self, source: str | Path | WeightChange) -> str:
+        loaded = isinstance(source, str) and source in self._adapters().list()
+        return source if loaded else self.load_change(source)  # type: ignore[return-value]
 
-        In the ONNX Runtime ``rebuild`` mode this also builds the delta's session
-        (briefly activating it); the previously active delta is active again afterwards.
+    def activate(self, source: str | Path | WeightChange) -> None:
+        """Activate a loaded change by name, or load (validate) and activate a file or change.
+
+        A delta replaces the active delta, an update the active update; a delta and an
+        update may be active together only when they change different tensors. On any
+        error nothing changes.
         """
-        prepared = self._prepare(source)
-        if self.delta_mode != "rebuild":
-            return
-        core = self.runner.delta_core()
-        previous = core.active_delta
-        core.activate(prepared)
-        self.runner.weights_changed()
-        if previous is None:
-            core.deactivate()
-        else:
-            core.activate(previous)
-        self.runner.weights_changed()
-
-    def activate_delta(self, source: str | Path | Delta) -> None:
-        """Switch to the domain delta ``source`` (validated first; nothing changes on error)."""
-        prepared = self._prepare(source)
+        name = self._name(source)
         start = time.perf_counter()
-        core = self.runner.delta_core()
-        core.activate(prepared)
-        try:
-            self.runner.weights_changed()
-        except BaseException:
-            core.deactivate()
-            self.runner.weights_changed()
-            raise
+        self._adapters().activate(name)
         self.last_switch_ms = (time.perf_counter() - start) * 1e3
 
-    def deactivate_delta(self) -> None:
-        """Back to the base weights, bit-exactly."""
+    def deactivate(self, name: str | None = None) -> None:
+        """Back to the base weights (bit-exactly) for change ``name``, or for all of them."""
         start = time.perf_counter()
-        core = self.runner.delta_core()
-        if core.active is not None:
-            core.deactivate()
-            self.runner.weights_changed()
+        self._adapters().deactivate(name)
+        self.last_switch_ms = (time.perf_counter() - start) * 1e3
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Run a block on the base weights, then re-activate whatever was active."""
+        with self._adapters().disabled():
+            yield
+
+    @property
+    def active(self) -> list[str]:
+        """Names of the active deltas and updates."""
+        if self.runner.delta_mode is None:
+            return []
+        try:
+            return self._adapters().active_names
+        except RunnerError:
+            return []
+
+    def list(self) -> list[str]:
+        """Names of the loaded deltas and updates."""
+        return self._adapters().list() if self.delta_mode else []
+
+    def unload(self, name: str) -> None:
+        """Forget a change (restoring its base weights first if it is active)."""
+        self._adapters().unload(name)
+        self._prepared = {k: v for k, v in self._prepared.items() if v != name}
+
+    def merge(self, out: str | Path) -> str:
+        """Bake the active changes into a new checkpoint at ``out``; returns its fingerprint.
+
+        Only where the whole model is at hand (the torch backend); elsewhere merge the
+        checkpoint instead: ``semedge update apply CKPT PKG --out DIR``.
+        """
+        from sdk.delta import TorchDeltas
+
+        adapters = self._adapters()
+        if not isinstance(adapters, TorchDeltas):
+            raise RunnerError(
+                f"the {self.runner.backend} runtime holds no checkpoint to merge into; merge on "
+                "the checkpoint: semedge update apply CKPT PKG --out DIR"
+            )
+        return adapters.merge(out)
+
+    def preload_delta(self, source: str | Path | WeightChange) -> None:
+        """Validate and prepare a change ahead of time, so the first switch to it is fast.
+
+        In the ONNX Runtime ``rebuild`` mode this also builds its session (briefly
+        activating it); what was active before is active again afterwards.
+        """
+        name = self._name(source)
+        if self.delta_mode != "rebuild":
+            return
+        adapters = self._adapters()
+        with adapters.disabled():
+            adapters.activate(name)
+
+    def activate_delta(self, source: str | Path | WeightChange) -> None:
+        """Switch to the domain delta (or update) ``source``; see :meth:`activate`."""
+        self.activate(source)
+
+    def deactivate_delta(self) -> None:
+        """Back to the base weights of whatever delta is active, bit-exactly."""
+        start = time.perf_counter()
+        from sdk.delta import KIND
+
+        self._adapters().deactivate(kind=KIND)
         self.last_switch_ms = (time.perf_counter() - start) * 1e3
 
     @property
@@ -357,7 +423,7 @@ class Runtime:
         if self.runner.delta_mode is None:
             return None
         try:
-            return self.runner.delta_core().active
+            return self._adapters().core.active
         except RunnerError:
             return None
 
@@ -370,6 +436,7 @@ class Runtime:
             "outputs": self.outputs,
             "delta_mode": self.delta_mode,
             "active_delta": self.active_delta,
+            "active": self.active,
             "last_switch_ms": self.last_switch_ms,
         }
         if self.manifest is not None:

@@ -41,7 +41,7 @@ from sdk.errors import missing
 from sdk.runtime.base import BaseRunner, InputError, RunnerError, TensorSpec
 
 if TYPE_CHECKING:
-    from sdk.delta import Delta, PreparedDelta, _Segment
+    from sdk.delta import PreparedDelta, WeightChange, _Segment
 
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
@@ -148,8 +148,8 @@ class DeviceDeltaCore(DeltaCore):
         super().__init__(views, fingerprint, flats)
         self._flats = flats  # keep the placement arrays (and so the id keys) alive
 
-    def prepare(self, delta: Delta) -> PreparedDelta:
-        prepared = super().prepare(delta)
+    def prepare(self, change: WeightChange) -> PreparedDelta:
+        prepared = super().prepare(change)
         # Whole-tensor changes (SLF update packages, when the core has them) are copied by
         # numpy block writes, which would land in the placement arrays, not on the device.
         if getattr(prepared, "blocks", None):

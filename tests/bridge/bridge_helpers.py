@@ -49,6 +49,19 @@ def make_delta(path: Path, base_fingerprint: str, size: int = 3000) -> Path:
     return save_delta(Delta("rotation", base_fingerprint, 0.5, {"w": entry}), path, "int32")
 
 
+def make_update(
+    path: Path, base_fingerprint: str, result_fingerprint: str, size: int = 3000
+) -> Path:
+    """A valid SLF update package (``size`` bytes of float32 values for a made-up ``w``)
+    turning the base with ``base_fingerprint`` into ``result_fingerprint``; no torch."""
+    import numpy as np
+
+    from sdk.delta import Update, save_update
+
+    values = np.random.default_rng(2).standard_normal(size // 4).astype(np.float32)
+    return save_update(Update("partner", base_fingerprint, result_fingerprint, {"w": values}), path)
+
+
 CLI = [sys.executable, "-m", "sdk.cli"]
 
 

@@ -20,7 +20,7 @@ from firmware_bridge.slots import CRASH_ENV, SlotStore
 from sdk import artifact
 from sdk.cli import main
 
-from .bridge_helpers import Processes, make_artifact, make_delta
+from .bridge_helpers import Processes, make_artifact, make_delta, make_update
 
 BASE, UPDATED, OTHER = "cd" * 32, "ef" * 32, "99" * 32
 
@@ -98,11 +98,11 @@ def device(tmp_path_factory):
     dev.flash(make_artifact(tmp / "v1", fingerprint=BASE), "permanent")
     for name in ("sunny", "rainy"):
         dev.flash(make_delta(tmp / f"{name}.delta.safetensors", BASE))
-    dev.flash(make_delta(tmp / "partner.update.safetensors", BASE, result_fingerprint=UPDATED))
+    dev.flash(make_update(tmp / "partner.update.safetensors", BASE, UPDATED))
     # written into the root as an on-device adaptation script would, not flashed
     deltas = dev.root / "models/rx/deltas"
     make_delta(deltas / "elsewhere.delta.safetensors", OTHER)
-    make_delta(dev.root / "models/rx/updates/elsewhere.update.safetensors", OTHER, 100, UPDATED)
+    make_update(dev.root / "models/rx/updates/elsewhere.update.safetensors", OTHER, UPDATED, 100)
     yield dev
     dev.close()
 

@@ -36,7 +36,7 @@ def kinds(tmp_path_factory, tiny_checkpoint):
     from sdk import artifact
     from sdk.build import build
     from sdk.checkpoint import load_checkpoint
-    from sdk.delta import Delta, DeltaEntry, save_delta
+    from sdk.delta import Delta, DeltaEntry, TorchDeltas, Update, save_delta, save_update
     from sdk.export import export_onnx
     from sdk.fingerprint import model_fingerprint
 
@@ -47,6 +47,12 @@ def kinds(tmp_path_factory, tiny_checkpoint):
     delta = save_delta(
         Delta("hue", model_fingerprint(model), 0.01, {name: entry}), root / "d.delta.safetensors"
     )
+    new_values = param.detach().numpy() + np.float32(0.01)
+    change = Update("partner", model_fingerprint(model), "", {name: new_values})
+    adapters = TorchDeltas(load_checkpoint(tiny_checkpoint))
+    adapters.activate(adapters.load(change))
+    change.result_fingerprint = adapters.merge()
+    update = save_update(change, root / "p.update.safetensors")
     onnx_path = export_onnx(model, root / "model.onnx", "receiver")  # type: ignore[arg-type]
     art = build(tiny_checkpoint, root / "artifact", backend="onnxrt", part="receiver")
     key, pub = keygen(root / "fleet")
@@ -60,6 +66,7 @@ def kinds(tmp_path_factory, tiny_checkpoint):
         "data folder": images,
         "checkpoint": tiny_checkpoint,
         "delta": delta,
+        "update": update,
         "onnx": onnx_path,
         "artifact": art,
         "key": key,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdk.cli import command_modules, main
+from sdk.cli import main
 
 HOW = ("missing", "directory", "empty", "truncated", "garbage", "wrong kind")
 # a good file of another kind, for "wrong kind"
@@ -28,6 +28,7 @@ WRONG = {
     "artifact": "checkpoint",
     "artifact tar": "delta",
     "delta": "onnx",
+    "update": "delta",
     "onnx": "delta",
     "key": "signature",
     "public key": "onnx",
@@ -37,10 +38,6 @@ WRONG = {
 # where a command takes several kinds, "wrong kind" is one it does not take
 WRONG_FOR = {"compare": "delta", "bench": "delta", "Runtime.load": "delta"}
 DIRECTORY_KINDS = {"checkpoint", "artifact", "data folder"}
-# Update packages (SLF, *.update.safetensors) join the matrix once `semedge update` exists:
-# add "update" to WRONG (wrong kind: "delta"), a good one to the `kinds` fixture, and its
-# command rows to SLOTS.
-HAS_UPDATE = "sdk.commands.update" in command_modules()
 
 # (argument, file kind, argv); {X} is the broken file, {out} a fresh folder, {name} a good
 # input of that kind.
@@ -82,6 +79,13 @@ SLOTS = [
     ("flash TAR", "artifact tar", ["flash", "{X}", "--port", NO_PORT]),
     ("flash DELTA", "delta", ["flash", "{X}", "--port", NO_PORT]),
     ("flash DELTA.sig", "signature", ["flash", "{signed}", "--port", NO_PORT]),
+    ("update inspect", "update", ["update", "inspect", "{X}"]),
+    ("update apply PKG", "update", ["update", "apply", "{checkpoint}", "{X}", "--out", "{out}/c"]),
+    ("update apply CKPT", "checkpoint", ["update", "apply", "{X}", "{update}", "--out", "{out}/c"]),
+    ("eval --update", "update",
+     ["eval", "--tx", "{checkpoint}", "--rx", "{checkpoint}", "--update", "{X}", "--snr", "10"]),
+    ("sign UPDATE", "update", ["sign", "{X}", "--key", "{key}"]),
+    ("flash UPDATE", "update", ["flash", "{X}", "--port", NO_PORT]),
     ("agent --trusted-key", "public key",
      ["agent", "--port", NO_PORT, "--root", "{out}/root", "--trusted-key", "{X}"]),
 ]  # fmt: skip
@@ -214,8 +218,3 @@ def test_console_entry_point_prints_no_traceback(kinds, argv, tmp_path):
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-
-
-def test_update_packages_join_the_matrix_when_the_command_exists():
-    """The hook above: fails once `semedge update` lands without update rows in SLOTS."""
-    assert any(kind == "update" for _, kind, _ in SLOTS) == HAS_UPDATE
