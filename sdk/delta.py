@@ -518,6 +518,13 @@ def load_change(path: str | Path) -> WeightChange:
         expected = metadata.get("payload_sha256")
         if expected is not None and _payload_sha256(tensors) != expected:
             raise DeltaFileError("payload checksum mismatch; the file is corrupt, copy it again")
+        named = {SUFFIX: FORMAT, UPDATE_SUFFIX: UPDATE_FORMAT}
+        suffix = next((x for x in named if path.name.endswith(x)), None)
+        if suffix is not None and named[suffix] != kind:  # flash and sign go by the name
+            right = path.name[: -len(suffix)] + (UPDATE_SUFFIX if suffix == SUFFIX
+                                                  else SUFFIX)  # fmt: skip
+            raise DeltaFormatError(f"holds a {kind} but is named like a {named[suffix]}; "
+                                   f"rename it to {right}")  # fmt: skip
         if kind == UPDATE_FORMAT:
             return _update_from(metadata, tensors)
         return _delta_from(metadata, tensors)

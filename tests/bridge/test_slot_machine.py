@@ -24,7 +24,7 @@ from firmware_bridge import slots
 from firmware_bridge.slots import InUse, NoSuchFile, SlotError, SlotStore, WrongBase, change_kind
 from sdk import artifact
 
-from .bridge_helpers import make_artifact, make_delta
+from .bridge_helpers import make_artifact, make_delta, make_update
 
 VERSIONS = ("1", "2", "3")
 STORE_STEPS = ("leave-test-written", "leave-test-renamed", "extracted", "old-removed",
@@ -48,7 +48,9 @@ class PowerCut(BaseException):
 def change_file(name: str) -> Path:
     base, result = CHANGES[name]
     where = Path(tempfile.mkdtemp(prefix="semedge-changes-"))
-    return make_delta(where / name, base, 200, result)
+    if result is None:
+        return make_delta(where / name, base, 200)
+    return make_update(where / name, base, result, 200)
 
 
 @cache

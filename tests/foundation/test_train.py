@@ -83,9 +83,9 @@ def test_output_folder_is_never_overwritten_by_accident(tmp_path, digits):
     with pytest.raises(TrainError, match="--resume"):
         train(_tiny(digits), digits, config, tmp_path, resume=False)
     other = TrainConfig(epochs=1, batch_size=256, lr=5e-4, progress=False)
-    with pytest.raises(TrainError, match="different model or config"):
+    with pytest.raises(TrainError, match="holds a run with other settings"):
         train(_tiny(digits), digits, other, tmp_path)
-    with pytest.raises(TrainError, match="different model or config"):
+    with pytest.raises(TrainError, match="holds a run with other settings"):
         train(_tiny(digits, hidden=4), digits, config, tmp_path)
     assert (tmp_path / "train_state.pt").read_bytes() == before
 
@@ -162,7 +162,7 @@ def test_runs_saved_before_data_and_pixel_mean_were_recorded_still_resume(tmp_pa
     torch.save(state, state_path)
     longer = TrainConfig(epochs=2, batch_size=256, progress=False, data="digits")
     assert len(train(_tiny(digits), digits, longer, tmp_path)) == 2
-    with pytest.raises(TrainError, match="different model or config"):
+    with pytest.raises(TrainError, match="holds a run with other settings"):
         train(_tiny(digits, hidden=4), digits, longer, tmp_path)
 
 
