@@ -335,6 +335,13 @@ def metric_at(result: dict[str, Any], task: str, snr: float) -> float:
     return float(row[METRIC[task]])
 
 
+def recon_collapsed(result: dict[str, Any]) -> bool:
+    """The recon output ignores the input: PSNR within 0.05 dB from -2 to 14 dB SNR (the
+    decoder settled on one mean image; see docs/training.md on mostly-black images)."""
+    psnrs = [row["psnr"] for row in result["rows"] if "psnr" in row]
+    return bool(psnrs) and max(psnrs) - min(psnrs) < 0.05
+
+
 def spread(values: list[float], digits: int = 3) -> str:
     if not values:
         return "–"
@@ -405,6 +412,13 @@ def main_tables(results: list[dict[str, Any]], budget: Budget) -> list[str]:
                             + " |"
                         )
                 lines.append("")
+                flat = [
+                    f"{c['variant']} seed {c['seed']}"
+                    for c in select(results, data=data, R=r, channel=channel, args=None)
+                    if recon_collapsed(c)
+                ]
+                if flat:
+                    lines += [f"Reconstruction collapsed (flat PSNR) in: {', '.join(flat)}.", ""]
                 gain_row = [
                     f"{v}: {spread(gains(results, data, r, channel, v), 2)} %"
                     for v in list(VARIANTS)[1:]
