@@ -647,7 +647,7 @@ def report(
         "",
         f"Budget: `{json.dumps(dataclasses.asdict(budget))}`; SNR drawn uniformly in "
         f"[{min(SNRS):g}, {max(SNRS):g}] dB while training; Adam, cosine schedule; test split "
-        "(500 images), channel noise seeded per SNR.",
+        f"({budget.test_size} images), channel noise seeded per SNR.",
         "",
     ]
     for data in budget.datasets:
