@@ -5,7 +5,7 @@
 padding, divided by 4 so a step of height 1 gives magnitude 1, and the magnitude
 ``sqrt(gx^2 + gy^2)`` thresholded at :data:`EDGE_THRESHOLD`. The threshold is absolute
 (not per image), so a flat patch has no edges and a busy one many: on the ``patches``
-splits it marks about a quarter of the pixels (``docs/data.md``).
+splits it marks 8.5 % (train), 14.5 % (val) and 11.7 % (test) of the pixels.
 """
 
 from __future__ import annotations
