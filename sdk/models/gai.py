@@ -18,7 +18,12 @@ Transmitter (per the GAI seed, arXiv 2501.02006, scaled down for CPU training):
    segment of every task is power-normalised (budget split: :mod:`sdk.models.tasks`).
 
 Variants: ``graph_update=False`` skips step 3 (ablation "GAI-w"); ``mode="sequential"``
-sends the last block only (no graph, no weights; the baseline).
+sends the last block only (no graph, no weights; the baseline). ``kem_slots > 0`` adds a
+KEM memory (:class:`~sdk.models.kem.KEMModule`) between the fused task features and the
+channel: the ``T * (S/4)^2`` task tokens share information through ``kem_slots`` slots
+that each read their ``kem_topk`` best tokens (``kem_etf``: sKEM, ETF-projected tokens).
+``encoder_hidden`` sets the stem/block width apart from the node width, so variants can be
+given the same parameter count (``tools/reproduce_multitask.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sdk.models.base import Transceiver
+from sdk.models.kem import ETFProjection, KEMModule
 from sdk.models.registry import register
 from sdk.models.tasks import (
     ToSymbols,
@@ -52,12 +58,14 @@ class GraphAttention(nn.Module):
         size = channels * hw[0] * hw[1]
         self.a_dst = nn.Parameter(torch.randn(size) / size**0.5)
         self.a_src = nn.Parameter(torch.randn(size) / size**0.5)
+        self.last_alpha = torch.empty(0)  # attention of the last forward pass, [B, N, N]
 
     def forward(self, nodes: torch.Tensor) -> torch.Tensor:
         b, n = nodes.shape[:2]
         wh = self.proj(nodes.flatten(0, 1)).reshape(b, n, -1)
         scores = (wh @ self.a_dst)[:, :, None] + (wh @ self.a_src)[:, None, :]
         alpha = torch.softmax(F.leaky_relu(scores, 0.2), dim=-1)  # [B, N(dst), N(src)]
+        self.last_alpha = alpha.detach()
         return nodes + F.elu(alpha @ wh).reshape(nodes.shape)
 
 
@@ -76,15 +84,17 @@ class GAIEncoder(nn.Module):
         n_tasks: int,
         reals: int,
         relation_hidden: int,
+        encoder_hidden: int,
+        kem: tuple[int, int, bool] | None = None,
     ) -> None:
         super().__init__()
         self.mode = mode
         self.hw = (quarter(image_size), quarter(image_size))
-        widths = [hidden if i < blocks / 2 else 2 * hidden for i in range(blocks)]
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, 1, padding=1), nn.PReLU(hidden))
+        e = encoder_hidden
+        widths = [e if i < blocks / 2 else 2 * e for i in range(blocks)]
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, e, 3, 1, padding=1), nn.PReLU(e))
         self.blocks = nn.ModuleList(
-            residual_block([hidden, *widths][i], widths[i], 2 if i < 2 else 1)
-            for i in range(blocks)
+            residual_block([e, *widths][i], widths[i], 2 if i < 2 else 1) for i in range(blocks)
         )
         used = widths if mode == "gai" else widths[-1:]
         self.transform = nn.ModuleList(nn.Conv2d(w, hidden, 1) for w in used)
@@ -98,9 +108,15 @@ class GAIEncoder(nn.Module):
             )
             for _ in range(n_tasks if mode == "gai" else 0)
         )
+        self.kem: nn.Module | None = None
+        if kem is not None:
+            slots, topk, etf = kem
+            project: nn.Module = ETFProjection(hidden, hidden) if etf else nn.Identity()
+            self.kem = nn.Sequential(project, KEMModule(hidden, slots, topk))
         self.to_symbols = nn.ModuleList(ToSymbols(hidden, self.hw, reals) for _ in range(n_tasks))
         self.symbol_shape = symbol_grid(self.hw, reals)
         self.last_task_weights: torch.Tensor | None = None
+        self.last_attention: list[torch.Tensor] = []
 
     def nodes(self, x: torch.Tensor) -> torch.Tensor:
         """Transformed (and graph-updated) block outputs ``[B, N, hidden, H/4, W/4]``."""
@@ -116,8 +132,11 @@ class GAIEncoder(nn.Module):
             for conv, o in zip(self.transform, outs, strict=True)
         ]
         nodes = torch.stack(common, dim=1)
+        self.last_attention = []
         for layer in self.attention:
+            assert isinstance(layer, GraphAttention)
             nodes = layer(nodes)
+            self.last_attention.append(layer.last_alpha)
         return nodes
 
     def task_weights(self, nodes: torch.Tensor) -> torch.Tensor:
@@ -137,7 +156,17 @@ class GAIEncoder(nn.Module):
                 (weights[:, t, :, None, None, None] * nodes).sum(dim=1)
                 for t in range(len(self.to_symbols))
             ]
+        if self.kem is not None:
+            fused = self.share(fused)
         return task_symbols([proj(f) for proj, f in zip(self.to_symbols, fused, strict=True)])
+
+    def share(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """(s)KEM over the tokens of all tasks: ``T`` maps ``[B, c, h, w]`` in and out."""
+        assert self.kem is not None
+        b, c, h, w = features[0].shape
+        tokens = torch.cat([f.flatten(2).transpose(1, 2) for f in features], dim=1)
+        shared = self.kem(tokens).transpose(1, 2).reshape(b, c, len(features), h, w)
+        return list(shared.unbind(2))
 
 
 @register
@@ -155,6 +184,9 @@ class GAITransceiver(Transceiver):
         graph_update: False = ablation "GAI-w" (weights computed on untouched nodes).
         mode: ``"gai"`` or ``"sequential"`` (last block only, the baseline).
         relation_hidden: hidden width of each task's relation MLP (256 in the seed).
+        encoder_hidden: stem/block width (``None``: ``hidden``); nodes stay ``hidden`` wide.
+        kem_slots: ``L`` > 0 adds a KEM memory over all task tokens before the channel.
+        kem_topk: ``K`` tokens each slot reads. kem_etf: sKEM (fixed ETF projection first).
         channel: ``awgn``, ``rayleigh`` or ``none``.
         pixel_mean: where the ``recon`` output starts, as for :class:`DeepJSCC`.
     """
@@ -174,6 +206,10 @@ class GAITransceiver(Transceiver):
         relation_hidden: int = 256,
         channel: str = "awgn",
         pixel_mean: float = 0.5,
+        encoder_hidden: int | None = None,
+        kem_slots: int = 0,
+        kem_topk: int = 16,
+        kem_etf: bool = False,
     ) -> None:
         super().__init__(channel)
         if image_size % 4:
@@ -182,6 +218,8 @@ class GAITransceiver(Transceiver):
             raise ValueError(f"mode {mode!r} must be one of {MODES}")
         if blocks < 2:
             raise ValueError(f"GAI needs at least 2 blocks, got {blocks}")
+        if kem_slots < 0 or kem_topk < 1:
+            raise ValueError(f"kem_slots ({kem_slots}) must be >= 0 and kem_topk ({kem_topk}) >= 1")
         self.tasks = check_tasks(tasks, num_classes)
         self.config = dict(
             in_channels=in_channels,
@@ -197,6 +235,10 @@ class GAITransceiver(Transceiver):
             relation_hidden=relation_hidden,
             channel=channel,
             pixel_mean=pixel_mean,
+            encoder_hidden=encoder_hidden,
+            kem_slots=kem_slots,
+            kem_topk=kem_topk,
+            kem_etf=kem_etf,
         )
         self.input_shape = (in_channels, image_size, image_size)
         reals = task_reals(self.input_shape, bandwidth_ratio, len(self.tasks))
@@ -211,6 +253,8 @@ class GAITransceiver(Transceiver):
             len(self.tasks),
             reals,
             relation_hidden,
+            encoder_hidden or hidden,
+            (kem_slots, kem_topk, kem_etf) if kem_slots else None,
         )
         symbol_shape = self.transmitter.symbol_shape
         self.receiver = task_receiver(
