@@ -37,6 +37,7 @@ from typing import Any
 
 from sdk import artifact
 from sdk.errors import SemedgeError
+from sdk.files import atomic_file
 
 SLOTS = ("A", "B")
 STATE = "state.json"
@@ -146,18 +147,14 @@ def _fsync_tree(root: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes, step: str | None = None) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, directory fsync."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if step:
-        crash_point(f"{step}-written")
-    os.replace(tmp, path)
+    """Replace ``path`` with ``data`` through the SDK's one atomic writer (temp file, fsync,
+    rename, directory fsync); ``step`` names the crash points power-cut tests stop at."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+        if step:
+            crash_point(f"{step}-written")
     if step:
         crash_point(f"{step}-renamed")
-    fsync_dir(path.parent)
 
 
 def read_state(model_dir: Path) -> dict[str, Any]:
