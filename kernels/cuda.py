@@ -4,7 +4,7 @@ Two levels: ``launch_*`` take device pointers (the trt backend and the delta cor
 on buffers they already own, on their stream); ``topk_memory`` / ``sparse_delta_*`` take
 numpy arrays with the signatures of :mod:`kernels.reference`, copying to and from the
 device (used by ``tools/validate_on_device.py``); ``upload`` / ``alloc`` / ``download``
-are the device memory the TensorRT runner's :class:`~sdk.runtime.trt.DeviceDeltaCore`
+are the device memory the TensorRT runner's :class:`~sdk.backends.trt.runner.DeviceDeltaCore`
 keeps its weights in. The fatbins come from
 :func:`kernels.build.build_fatbins`, built on first use into ``fatbin_dir`` (default:
 :func:`kernels.build.cache_dir`). pycuda is imported lazily; without it (or without a

@@ -9,7 +9,7 @@ Steps (each needs some of: nvcc, pycuda, a CUDA GPU, TensorRT's Python module an
    the numpy reference (same kept indices, |err| ≤ 1e-5 fp32 / 2e-3 fp16) and time it;
 4. ``sparse_delta`` — apply/restore against the reference, bit-exact, timed;
 5. ``device_deltas`` — the TensorRT runner's serving path: weights in device memory,
-   deltas switched by the sparse-delta kernel (:class:`sdk.runtime.trt.DeviceDeltaCore`)
+   deltas switched by the sparse-delta kernel (:class:`sdk.backends.trt.runner.DeviceDeltaCore`)
    against the numpy :class:`sdk.delta.DeltaCore`, bit-exact, switch time;
 6. ``plugin_engines`` — TensorRT engines (fp32, fp16) from a one-node ``TopKMemory`` ONNX,
    against numpy and (fp32, batch 1) ONNX Runtime, timed.
@@ -240,7 +240,7 @@ def _device_bytes(kernels: Any, core: Any, like: dict[str, np.ndarray]) -> dict[
 def check_device_deltas(kernels: Any) -> list[dict[str, Any]]:
     """The runner's device-resident delta switching vs the numpy core, bit-exact, timed."""
     from sdk.delta import Delta, DeltaCore, DeltaEntry
-    from sdk.runtime.trt import DeviceDeltaCore
+    from sdk.backends.trt.runner import DeviceDeltaCore
 
     rows = []
     for dtype in (np.float32, np.float16):

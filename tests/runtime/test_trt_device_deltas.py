@@ -1,6 +1,6 @@
 """The TensorRT runner's device-resident delta switching, on the CPU and (where present) a GPU.
 
-:class:`~sdk.runtime.trt.DeviceDeltaCore` keeps the weights in device memory and writes
+:class:`~sdk.backends.trt.runner.DeviceDeltaCore` keeps the weights in device memory and writes
 them with the sparse-delta kernel. On the CPU that memory is host memory and the kernel
 is the unchanged CUDA source run through the kernels' CPU emulation; where pycuda and a
 GPU exist the same tests also run on :class:`kernels.cuda.CudaKernels`. What is tested
@@ -26,7 +26,7 @@ from kernels.build import build_emulation
 from kernels.emulated import EmulatedKernels
 from sdk.delta import Delta, DeltaCore, DeltaEntry
 from sdk.runtime.base import RunnerError
-from sdk.runtime.trt import DeviceDeltaCore, check_dla, refit_changed
+from sdk.backends.trt.runner import DeviceDeltaCore, check_dla, refit_changed
 
 FINGERPRINT = "f" * 64
 SHAPES = {"dec.0.weight": ((6, 5), np.float32), "dec.0.bias": ((6,), np.float32)}
