@@ -4,7 +4,7 @@ Two levels: ``launch_*`` take device pointers (the trt backend and the delta cor
 on buffers they already own, on their stream); ``topk_memory`` / ``sparse_delta_*`` take
 numpy arrays with the signatures of :mod:`kernels.reference`, copying to and from the
 device (used by ``tools/validate_on_device.py``); ``upload`` / ``alloc`` / ``download``
-are the device memory the TensorRT runner's :class:`~sdk.backends.trt.runner.DeviceDeltaCore`
+are the device memory the TensorRT runner's :class:`~sdk.backends.trt.device_deltas.DeviceDeltaCore`
 keeps its weights in. The fatbins come from
 :func:`kernels.build.build_fatbins`, built on first use into ``fatbin_dir`` (default:
 :func:`kernels.build.cache_dir`). pycuda is imported lazily; without it (or without a
@@ -23,7 +23,7 @@ from kernels.build import TOPK_BLOCK, build_fatbins, cache_dir
 from kernels.emulated import suffix
 from kernels.launch import topk_memory_launches
 from kernels.reference import _check_delta, _check_topk
-from sdk.errors import SemedgeError, missing
+from sdk.errors import SemedgeError, lazy_import
 
 DELTA_BLOCK = 256
 
@@ -42,10 +42,7 @@ class CudaKernels:
 
     def __init__(self, fatbin_dir: Path | None = None) -> None:
         fatbin_dir = fatbin_dir or cache_dir()
-        try:
-            import pycuda.driver as cuda
-        except ImportError:
-            raise missing("pycuda", "running the CUDA kernels", "pip install pycuda") from None
+        cuda = lazy_import("pycuda.driver", "running the CUDA kernels")
         self.cuda = cuda
         try:
             cuda.init()

@@ -879,7 +879,7 @@ class DeltaCore:
         self._changed |= prepared.names
 
     # Where the weights live decides how a segment is written: numpy here, the sparse-delta
-    # CUDA kernel on device-resident weights (sdk.backends.trt.runner.DeviceDeltaCore).
+    # CUDA kernel on device-resident weights (sdk.backends.trt.device_deltas.DeviceDeltaCore).
     def _apply_segment(self, seg: _Segment) -> None:
         np.take(seg.flat, seg.index, out=seg.saved)
         np.add(seg.saved, seg.values, out=seg.work)

@@ -9,7 +9,8 @@ Steps (each needs some of: nvcc, pycuda, a CUDA GPU, TensorRT's Python module an
    the numpy reference (same kept indices, |err| ≤ 1e-5 fp32 / 2e-3 fp16) and time it;
 4. ``sparse_delta`` — apply/restore against the reference, bit-exact, timed;
 5. ``device_deltas`` — the TensorRT runner's serving path: weights in device memory,
-   deltas switched by the sparse-delta kernel (:class:`sdk.backends.trt.runner.DeviceDeltaCore`)
+   deltas switched by the sparse-delta kernel
+   (:class:`sdk.backends.trt.device_deltas.DeviceDeltaCore`)
    against the numpy :class:`sdk.delta.DeltaCore`, bit-exact, switch time;
 6. ``plugin_engines`` — TensorRT engines (fp32, fp16) from a one-node ``TopKMemory`` ONNX,
    against numpy and (fp32, batch 1) ONNX Runtime, timed.
@@ -239,8 +240,8 @@ def _device_bytes(kernels: Any, core: Any, like: dict[str, np.ndarray]) -> dict[
 
 def check_device_deltas(kernels: Any) -> list[dict[str, Any]]:
     """The runner's device-resident delta switching vs the numpy core, bit-exact, timed."""
+    from sdk.backends.trt.device_deltas import DeviceDeltaCore
     from sdk.delta import Delta, DeltaCore, DeltaEntry
-    from sdk.backends.trt.runner import DeviceDeltaCore
 
     rows = []
     for dtype in (np.float32, np.float16):
@@ -290,7 +291,8 @@ def check_plugin(kernels: Any, library: Path, work: Path) -> list[dict[str, Any]
     import onnxruntime as ort
     import tensorrt as trt
 
-    from sdk.build import load_plugins, precision_settings
+    from sdk.backends.trt.builder import precision_settings
+    from sdk.backends.trt.plugins import load_plugins
 
     cuda = kernels.cuda
     logger = trt.Logger(trt.Logger.WARNING)

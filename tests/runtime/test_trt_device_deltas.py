@@ -1,10 +1,10 @@
 """The TensorRT runner's device-resident delta switching, on the CPU and (where present) a GPU.
 
-:class:`~sdk.backends.trt.runner.DeviceDeltaCore` keeps the weights in device memory and writes
-them with the sparse-delta kernel. On the CPU that memory is host memory and the kernel
-is the unchanged CUDA source run through the kernels' CPU emulation; where pycuda and a
-GPU exist the same tests also run on :class:`kernels.cuda.CudaKernels`. What is tested
-is the real scatter/restore and the choice of tensors and pointers handed to the
+:class:`~sdk.backends.trt.device_deltas.DeviceDeltaCore` keeps the weights in device
+memory and writes them with the sparse-delta kernel. On the CPU that memory is host memory
+and the kernel is the unchanged CUDA source run through the kernels' CPU emulation; where
+pycuda and a GPU exist the same tests also run on :class:`kernels.cuda.CudaKernels`. What
+is tested is the real scatter/restore and the choice of tensors and pointers handed to the
 refitter; only TensorRT itself (not installable here) is replaced by a recorder of
 ``set_named_weights``.
 """
@@ -24,9 +24,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from kernels.build import build_emulation
 from kernels.emulated import EmulatedKernels
+from sdk.backends.trt.device_deltas import DeviceDeltaCore
+from sdk.backends.trt.runner import check_dla, refit_changed
 from sdk.delta import Delta, DeltaCore, DeltaEntry
 from sdk.runtime.base import RunnerError
-from sdk.backends.trt.runner import DeviceDeltaCore, check_dla, refit_changed
 
 FINGERPRINT = "f" * 64
 SHAPES = {"dec.0.weight": ((6, 5), np.float32), "dec.0.bias": ((6,), np.float32)}

@@ -1,1 +1,1 @@
-"""TensorRT backend: plan builder, plugin loading, device-resident delta core, refit, runner."""
+"""TensorRT backend: plan builder, plugin loading, device-resident delta core, runner + refit."""
