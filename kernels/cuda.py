@@ -3,13 +3,13 @@
 Two levels: ``launch_*`` take device pointers (the trt backend and the delta core use them
 on buffers they already own, on their stream); ``topk_memory`` / ``sparse_delta_*`` take
 numpy arrays with the signatures of :mod:`kernels.reference`, copying to and from the
-device (used by ``tools/validate_on_device.py``); ``upload`` / ``alloc`` / ``download``
-are the device memory the TensorRT runner's :class:`~sdk.runtime.trt.DeviceDeltaCore`
-keeps its weights in. The fatbins come from
-:func:`kernels.build.build_fatbins`, built on first use into ``fatbin_dir`` (default:
-:func:`kernels.build.cache_dir`). pycuda is imported lazily; without it (or without a
-GPU) construction raises :class:`~sdk.errors.MissingDependencyError` /
-:class:`KernelRuntimeError`.
+device (used by ``tools/validate_on_device.py``); ``upload`` / ``alloc`` / ``copy``
+(device to device, for update packages) / ``download`` are the device memory the
+TensorRT runner's :class:`~sdk.backends.trt.device_deltas.DeviceDeltaCore` keeps its
+weights in. The fatbins come from :func:`kernels.build.build_fatbins`, built on first
+use into ``fatbin_dir`` (default: :func:`kernels.build.cache_dir`). pycuda is imported
+lazily; without it (or without a GPU) construction raises
+:class:`~sdk.errors.MissingDependencyError` / :class:`KernelRuntimeError`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from kernels.build import TOPK_BLOCK, build_fatbins, cache_dir
 from kernels.emulated import suffix
 from kernels.launch import topk_memory_launches
 from kernels.reference import _check_delta, _check_topk
-from sdk.errors import SemedgeError, missing
+from sdk.errors import SemedgeError, lazy_import
 
 DELTA_BLOCK = 256
 
@@ -42,10 +42,7 @@ class CudaKernels:
 
     def __init__(self, fatbin_dir: Path | None = None) -> None:
         fatbin_dir = fatbin_dir or cache_dir()
-        try:
-            import pycuda.driver as cuda
-        except ImportError:
-            raise missing("pycuda", "running the CUDA kernels", "pip install pycuda") from None
+        cuda = lazy_import("pycuda.driver", "running the CUDA kernels")
         self.cuda = cuda
         try:
             cuda.init()
@@ -184,6 +181,14 @@ class CudaKernels:
         self.context.push()
         try:
             return self.cuda.mem_alloc(max(1, nbytes))
+        finally:
+            self.context.pop()
+
+    def copy(self, dst: int, src: int, nbytes: int, stream: Any = None) -> None:
+        """Device-to-device copy of ``nbytes`` on ``stream`` (ordered with the launches)."""
+        self.context.push()
+        try:
+            self.cuda.memcpy_dtod_async(dst, src, nbytes, stream)
         finally:
             self.context.pop()
 

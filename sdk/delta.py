@@ -861,8 +861,7 @@ class DeltaCore:
         for seg in prepared.segments:
             self._apply_segment(seg)
         for block in prepared.blocks:
-            np.copyto(block.saved, block.flat[block.start : block.stop])
-            block.flat[block.start : block.stop] = block.values
+            self._apply_block(block)
         for name, values in prepared.swaps.items():
             self._rebind(name, values)  # type: ignore[misc]  # swaps exist only with rebind
         self._active[prepared.kind] = prepared
@@ -879,14 +878,15 @@ class DeltaCore:
         for name in prepared.swaps:
             self._rebind(name, self._buffers[name])  # type: ignore[misc]
         for block in prepared.blocks[::-1]:
-            block.flat[block.start : block.stop] = block.saved
+            self._restore_block(block)
         for seg in prepared.segments[::-1]:
             self._restore_segment(seg)
         del self._active[prepared.kind]
         self._changed |= prepared.names
 
-    # Where the weights live decides how a segment is written: numpy here, the sparse-delta
-    # CUDA kernel on device-resident weights (sdk.runtime.trt.DeviceDeltaCore).
+    # Where the weights live decides how a segment (delta) or block (update) is written:
+    # numpy here; on device-resident weights (sdk.backends.trt.device_deltas.DeviceDeltaCore)
+    # the sparse-delta CUDA kernel and device-to-device copies.
     def _apply_segment(self, seg: _Segment) -> None:
         np.take(seg.flat, seg.index, out=seg.saved)
         np.add(seg.saved, seg.values, out=seg.work)
@@ -894,6 +894,13 @@ class DeltaCore:
 
     def _restore_segment(self, seg: _Segment) -> None:
         seg.flat[seg.index] = seg.saved
+
+    def _apply_block(self, block: _Block) -> None:
+        np.copyto(block.saved, block.flat[block.start : block.stop])
+        block.flat[block.start : block.stop] = block.values
+
+    def _restore_block(self, block: _Block) -> None:
+        block.flat[block.start : block.stop] = block.saved
 
 
 # ---------------------------------------------------------------- adapters

@@ -7,6 +7,9 @@ to do; the CLI prints it (no traceback) and exits non-zero. Subsystems subclass 
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 
 class SemedgeError(Exception):
     """A user-facing failure: one line, what is wrong and what to do."""
@@ -26,6 +29,10 @@ class CheckpointError(SemedgeError):
     """A checkpoint directory that is missing, incomplete or inconsistent."""
 
 
+class BuildError(SemedgeError):
+    """A model that cannot be built into an artifact (``sdk.build`` and the backends' builders)."""
+
+
 class ChannelError(SemedgeError):
     """An invalid channel parameter (SNR out of range, flip probability outside [0, 0.5])."""
 
@@ -33,3 +40,24 @@ class ChannelError(SemedgeError):
 def missing(package: str, purpose: str, install: str) -> MissingDependencyError:
     """Build the standard error for an optional import that failed."""
     return MissingDependencyError(f"{package} is not installed, needed for {purpose}: {install}")
+
+
+INSTALL = {
+    "tensorrt": "use JetPack's python3-libnvinfer",
+    "pycuda": "pip install 'semedge[jetson]'",
+    "onnxruntime": "pip install onnxruntime",
+}
+"""How to get each optional package a backend imports lazily."""
+
+
+def lazy_import(module: str, purpose: str) -> Any:
+    """``module`` imported at first use; if it is absent, the one-line error for ``purpose``.
+
+    The one way backends reach optional packages (``tensorrt``, ``pycuda.driver``,
+    ``onnxruntime``), so ``import sdk`` never needs them and the message is uniform.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.partition(".")[0]
+        raise missing(package, purpose, INSTALL.get(package, f"pip install {package}")) from None

@@ -9,8 +9,9 @@ Steps (each needs some of: nvcc, pycuda, a CUDA GPU, TensorRT's Python module an
    the numpy reference (same kept indices, |err| ≤ 1e-5 fp32 / 2e-3 fp16) and time it;
 4. ``sparse_delta`` — apply/restore against the reference, bit-exact, timed;
 5. ``device_deltas`` — the TensorRT runner's serving path: weights in device memory,
-   deltas switched by the sparse-delta kernel (:class:`sdk.runtime.trt.DeviceDeltaCore`)
-   against the numpy :class:`sdk.delta.DeltaCore`, bit-exact, switch time;
+   deltas switched by the sparse-delta kernel
+   (:class:`sdk.backends.trt.device_deltas.DeviceDeltaCore`), update packages by
+   device-to-device copies, against the numpy :class:`sdk.delta.DeltaCore`, bit-exact, switch time;
 6. ``plugin_engines`` — TensorRT engines (fp32, fp16) from a one-node ``TopKMemory`` ONNX,
    against numpy and (fp32, batch 1) ONNX Runtime, timed.
 
@@ -238,9 +239,10 @@ def _device_bytes(kernels: Any, core: Any, like: dict[str, np.ndarray]) -> dict[
 
 
 def check_device_deltas(kernels: Any) -> list[dict[str, Any]]:
-    """The runner's device-resident delta switching vs the numpy core, bit-exact, timed."""
-    from sdk.delta import Delta, DeltaCore, DeltaEntry
-    from sdk.runtime.trt import DeviceDeltaCore
+    """The runner's device-resident switching vs the numpy core, bit-exact, timed: a delta
+    (sparse-delta kernel) and an update package (device-to-device copies), per dtype."""
+    from sdk.backends.trt.device_deltas import DeviceDeltaCore
+    from sdk.delta import Delta, DeltaCore, DeltaEntry, Update
 
     rows = []
     for dtype in (np.float32, np.float16):
@@ -254,35 +256,44 @@ def check_device_deltas(kernels: Any) -> list[dict[str, Any]]:
             entries[name] = DeltaEntry(
                 idx, (rng.standard_normal(len(idx)) * 1e-2).astype(dtype), shape
             )
-        delta = Delta("check", "0" * 64, 0.95, entries)
-        host = {n: w.copy() for n, w in base.items()}
-        numpy_core = DeltaCore(host, "0" * 64)
-        device_core = DeviceDeltaCore(base, "0" * 64, kernels)
-        prepared = device_core.prepare(delta)
-        numpy_core.activate(delta)
-        start = time.perf_counter()
-        device_core.activate(prepared)
-        _synchronize(kernels)
-        switch_ms = (time.perf_counter() - start) * 1e3
+        new = {
+            n: rng.standard_normal(shapes[n]).astype(dtype) for n in ("dec.0.weight", "dec.0.bias")
+        }
+        changes = [
+            Delta("check", "0" * 64, 0.95, entries),
+            Update("check", "0" * 64, "1" * 64, new),
+        ]
+        for change in changes:
+            host = {n: w.copy() for n, w in base.items()}
+            numpy_core = DeltaCore(host, "0" * 64)
+            device_core = DeviceDeltaCore(base, "0" * 64, kernels)
+            prepared = device_core.prepare(change)
+            numpy_core.activate(change)
+            start = time.perf_counter()
+            device_core.activate(prepared)
+            _synchronize(kernels)
+            switch_ms = (time.perf_counter() - start) * 1e3
 
-        applied = _device_bytes(kernels, device_core, base) == {
-            n: w.tobytes() for n, w in host.items()
-        }
-        device_core.deactivate()
-        restored = _device_bytes(kernels, device_core, base) == {
-            n: w.tobytes() for n, w in base.items()
-        }
-        rows.append(
-            {
-                "dtype": np.dtype(dtype).name,
-                "nnz": delta.nnz,
-                "applied_bit_exact": applied,
-                "restored_bit_exact": restored,
-                "first_switch_ms": switch_ms,
-                "changed": sorted(device_core.take_changed()),
-                "ok": applied and restored,
+            applied = _device_bytes(kernels, device_core, base) == {
+                n: w.tobytes() for n, w in host.items()
             }
-        )
+            device_core.deactivate()
+            restored = _device_bytes(kernels, device_core, base) == {
+                n: w.tobytes() for n, w in base.items()
+            }
+            rows.append(
+                {
+                    "kind": change.kind,
+                    "dtype": np.dtype(dtype).name,
+                    "values_written": sum(s.values.size for s in prepared.segments)
+                    + sum(b.values.size for b in prepared.blocks),
+                    "applied_bit_exact": applied,
+                    "restored_bit_exact": restored,
+                    "first_switch_ms": switch_ms,
+                    "changed": sorted(device_core.take_changed()),
+                    "ok": applied and restored,
+                }
+            )
     return rows
 
 
@@ -290,7 +301,8 @@ def check_plugin(kernels: Any, library: Path, work: Path) -> list[dict[str, Any]
     import onnxruntime as ort
     import tensorrt as trt
 
-    from sdk.build import load_plugins, precision_settings
+    from sdk.backends.trt.builder import precision_settings
+    from sdk.backends.trt.plugins import load_plugins
 
     cuda = kernels.cuda
     logger = trt.Logger(trt.Logger.WARNING)

@@ -89,7 +89,7 @@ class Runtime:
 
         ``backend`` defaults to the artifact's (``torch`` for a checkpoint, ``onnxrt`` for
         an ``.onnx``); ``part``/``delta_targets`` apply when exporting a checkpoint;
-        ``delta_mode`` overrides the ONNX Runtime switching rule (``sdk.runtime.onnxrt``).
+        ``delta_mode`` overrides the ONNX Runtime switching rule (``sdk.backends.onnxrt.runner``).
         Where the device trusts a key (``trusted_key``, ``$SEMEDGE_TRUSTED_KEY`` or
         ``/etc/semedge/trusted.pub``), only signed artifacts and delta files load
         (:mod:`sdk.runtime.trust`).
@@ -161,7 +161,7 @@ class Runtime:
         threads: int | None,
         providers: list[str] | None,
     ) -> BaseRunner:
-        from sdk.runtime.onnxrt import OnnxrtRunner
+        from sdk.backends.onnxrt.runner import OnnxrtRunner
 
         return OnnxrtRunner(path, fingerprint, delta_mode, providers, threads)
 
@@ -177,7 +177,7 @@ class Runtime:
         providers: list[str] | None,
     ) -> Runtime:
         if backend == "torch":
-            from sdk.runtime.pytorch import TorchRunner
+            from sdk.backends.torch.runner import TorchRunner
 
             return cls._start(TorchRunner(path, part))
         if backend == "trt":
@@ -242,7 +242,7 @@ class Runtime:
                 payload, manifest["base_fingerprint"], delta_mode, threads, providers
             )
         else:
-            from sdk.runtime.trt import TrtRunner
+            from sdk.backends.trt.runner import TrtRunner
 
             runner = TrtRunner(payload, manifest, directory)
         rt = cls._start(runner, manifest, workdir)

@@ -1,9 +1,11 @@
 """What the SDK uses of ``tensorrt`` / ``pycuda``, read by AST, and what their sources define.
 
-The SDK reaches TensorRT through ``import tensorrt`` or a helper function whose body
-imports and returns it (``_trt()``), and pycuda the same way (``import pycuda.driver``,
-``_cuda()``). :func:`collect_usage` walks every module, follows values derived from those
-modules through assignments (locals and ``self.*`` attributes, to a fixpoint) and records
+The SDK reaches TensorRT through ``import tensorrt`` or the one lazy importer
+(``lazy_import("tensorrt", ...)``, :func:`sdk.errors.lazy_import`), or a helper function
+whose body imports and returns it, and pycuda the same way (``import pycuda.driver``,
+``lazy_import("pycuda.driver", ...)``). :func:`collect_usage` walks every module, follows
+values derived from those modules through assignments (locals and ``self.*`` attributes,
+to a fixpoint) and records
 
 * ``module.X`` and ``module.X.Y`` chains (classes, functions, enums and their members);
 * ``obj.member`` on a value derived from the module (a parameter counts when it is
@@ -277,6 +279,22 @@ def _alias(alias: ast.alias, module: str) -> str | None:
     return None
 
 
+LAZY_IMPORT = "lazy_import"
+
+
+def lazy_imports(node: ast.AST, module: str) -> bool:
+    """True for ``lazy_import("module...", ...)`` (the SDK's one lazy importer)."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == LAZY_IMPORT
+        and bool(node.args)
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+        and (node.args[0].value == module or node.args[0].value.startswith(module + "."))
+    )
+
+
 def _helpers(tree: ast.Module, module: str) -> set[str]:
     """Functions whose body imports ``module`` and returns it."""
     found = set()
@@ -312,7 +330,7 @@ class _Walker:
     def _is_module(self, node: ast.expr, env: dict[str, str]) -> bool:
         if isinstance(node, ast.Name):
             return env.get(node.id) == MODULE
-        return (
+        return lazy_imports(node, self.module) or (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
             and node.func.id in self.helpers

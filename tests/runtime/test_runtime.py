@@ -151,8 +151,8 @@ def test_cli_errors_are_one_line(copy, tmp_path):
 
 
 def test_trt_runner_names_the_missing_dependency(onnx_artifact):
+    from sdk.backends.trt.runner import TrtRunner
     from sdk.errors import MissingDependencyError
-    from sdk.runtime.trt import TrtRunner
 
     try:
         import tensorrt  # noqa: F401

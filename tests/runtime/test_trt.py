@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sdk import Runtime, artifact
-from sdk.build import precision_settings, tensorrt_usable
+from sdk.backends.trt.builder import precision_settings
+from sdk.build import tensorrt_usable
 
 pytestmark = pytest.mark.skipif(
     not tensorrt_usable(), reason="needs TensorRT and a CUDA GPU (run on the Jetson)"

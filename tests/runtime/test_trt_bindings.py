@@ -10,6 +10,7 @@ clone) these tests skip and say so.
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tests.runtime.binding_api import (
     bad_calls,
     collect,
     collect_usage,
+    lazy_imports,
     missing_names,
     pycuda_api,
     trt_api,
@@ -126,9 +128,33 @@ def test_a_call_with_the_wrong_arguments_is_reported(api, tmp_path):
     ]
 
 
+def _imports(path: Path, module: str) -> bool:
+    """``import module`` or ``lazy_import("module...")`` anywhere in ``path``, by AST."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if lazy_imports(node, module):
+            return True
+        if isinstance(node, ast.Import) and any(
+            alias.name.partition(".")[0] == module for alias in node.names
+        ):
+            return True
+    return False
+
+
+def test_the_lazy_importer_counts_as_an_import(api, tmp_path):
+    source = tmp_path / "lazy.py"
+    source.write_text(
+        "def run():\n"
+        "    trt = lazy_import('tensorrt', 'a test')\n"
+        "    trt.Bulider(trt.Logger(trt.Logger.WARNING))\n"
+    )
+    assert _imports(source, "tensorrt") and not _imports(source, "pycuda")
+    uses = collect_usage([source], tmp_path, "tensorrt", api)
+    assert missing_names(uses, api.has) == ["<module>.Bulider at lazy.py:3"]
+
+
 def test_every_module_that_imports_tensorrt_or_pycuda_is_seen(api):
     for module in ("tensorrt", "pycuda"):
-        importing = {p for p in CODE if f"import {module}" in p.read_text()}
+        importing = {p for p in CODE if _imports(p, module)}
         seen = {u.where.split(":")[0] for u in collect_usage(importing, ROOT, module, api)}
         assert seen == {str(p.relative_to(ROOT)) for p in importing}
 

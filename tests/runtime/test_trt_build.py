@@ -8,16 +8,14 @@ import numpy as np
 import onnx
 import pytest
 
-from sdk.build import (
-    BuildError,
-    PluginError,
-    _target_weights,
-    build,
+from sdk.backends.trt.builder import (
     check_dla_request,
     fp16_graph,
-    load_plugins,
     precision_settings,
+    target_weights,
 )
+from sdk.backends.trt.plugins import PluginError, load_plugins
+from sdk.build import BuildError, build
 
 
 @pytest.mark.parametrize(
@@ -113,7 +111,7 @@ def test_a_delta_target_that_is_no_weight_is_named(checkpoint, tmp_path):
 
     path = export_onnx(load_checkpoint(checkpoint), tmp_path / "rx.onnx", "receiver")
     with pytest.raises(BuildError, match=r"delta target receiver\.nope is not a weight"):
-        _target_weights(path, ["receiver.nope"], tmp_path)
+        target_weights(path, ["receiver.nope"], tmp_path)
 
 
 def test_cli_dla_core_without_tensorrt_is_one_line(checkpoint, tmp_path, capsys):

@@ -1,10 +1,10 @@
 """The TensorRT runner's device-resident delta switching, on the CPU and (where present) a GPU.
 
-:class:`~sdk.runtime.trt.DeviceDeltaCore` keeps the weights in device memory and writes
-them with the sparse-delta kernel. On the CPU that memory is host memory and the kernel
-is the unchanged CUDA source run through the kernels' CPU emulation; where pycuda and a
-GPU exist the same tests also run on :class:`kernels.cuda.CudaKernels`. What is tested
-is the real scatter/restore and the choice of tensors and pointers handed to the
+:class:`~sdk.backends.trt.device_deltas.DeviceDeltaCore` keeps the weights in device
+memory and writes them with the sparse-delta kernel. On the CPU that memory is host memory
+and the kernel is the unchanged CUDA source run through the kernels' CPU emulation; where
+pycuda and a GPU exist the same tests also run on :class:`kernels.cuda.CudaKernels`. What
+is tested is the real scatter/restore and the choice of tensors and pointers handed to the
 refitter; only TensorRT itself (not installable here) is replaced by a recorder of
 ``set_named_weights``.
 """
@@ -24,9 +24,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from kernels.build import build_emulation
 from kernels.emulated import EmulatedKernels
-from sdk.delta import Delta, DeltaCore, DeltaEntry
+from sdk.backends.trt.device_deltas import DeviceDeltaCore
+from sdk.backends.trt.runner import check_dla, refit_changed
+from sdk.delta import KIND, UPDATE_KIND, Delta, DeltaCore, DeltaEntry, DeltaOverlapError, Update
 from sdk.runtime.base import RunnerError
-from sdk.runtime.trt import DeviceDeltaCore, check_dla, refit_changed
 
 FINGERPRINT = "f" * 64
 SHAPES = {"dec.0.weight": ((6, 5), np.float32), "dec.0.bias": ((6,), np.float32)}
@@ -44,7 +45,8 @@ class _Allocation:
 
 
 class EmulatedDevice:
-    """``upload``/``alloc``/``download`` in host memory, launches through the CPU emulation."""
+    """``upload``/``alloc``/``copy``/``download`` in host memory, launches through the CPU
+    emulation."""
 
     def __init__(self, kernels: EmulatedKernels) -> None:
         self.launch_sparse_delta_apply = kernels.launch_sparse_delta_apply
@@ -57,6 +59,10 @@ class EmulatedDevice:
 
     def alloc(self, nbytes: int) -> _Allocation:
         return _Allocation(np.empty(max(1, nbytes), np.uint8))
+
+    @staticmethod
+    def copy(dst: int, src: int, nbytes: int, stream: object = None) -> None:
+        ctypes.memmove(dst, src, nbytes)
 
     @staticmethod
     def download(address: int, like: np.ndarray) -> np.ndarray:
@@ -124,14 +130,32 @@ DELTAS = [
 ]
 
 
+def make_update(name: str, names: list[str], seed: int) -> Update:
+    """New whole-tensor values (float32, as SLF writes them; the core casts per tensor)."""
+    rng = np.random.default_rng(seed)
+    entries = {n: rng.standard_normal(SHAPES[n][0]).astype(np.float32) for n in names}
+    return Update(name, FINGERPRINT, "r" * 64, entries)
+
+
+# Disjoint from some deltas (u-bias with a, u-half with a, u-bias with c) and overlapping
+# others; u-dec0 covers two neighbouring tensors, so on the device it is one block.
+UPDATES = [
+    make_update("u-bias", ["dec.0.bias"], 4),
+    make_update("u-dec0", ["dec.0.weight", "dec.0.bias"], 5),
+    make_update("u-half", ["dec.1.weight"], 6),
+]
+CHANGES: list[Delta | Update] = [*DELTAS, *UPDATES]
+
+
 def device_values(core: DeviceDeltaCore, name: str) -> np.ndarray:
     address, count, dtype = core.device_tensor(name)
     return core.device.download(address, np.empty(count, dtype)).reshape(core.shapes[name])
 
 
-@settings(max_examples=15, stateful_step_count=8, deadline=None)
+@settings(max_examples=20, stateful_step_count=10, deadline=None)
 class DeviceSwitching(RuleBasedStateMachine):
-    """The device core against the numpy core on the same deltas, after every step."""
+    """The device core against the numpy core on the same deltas and updates, after every
+    step; which tensors each step wrote is predicted from a model of what is active."""
 
     make_device: Any
 
@@ -140,34 +164,54 @@ class DeviceSwitching(RuleBasedStateMachine):
         self.host = base_weights()
         self.numpy_core = DeltaCore(self.host, FINGERPRINT)
         self.device = DeviceDeltaCore(base_weights(), FINGERPRINT, self.make_device())
-        self.prepared = [self.device.prepare(d) for d in DELTAS]
+        self.prepared = [self.device.prepare(c) for c in CHANGES]
         self.device.take_changed()
+        self.active: dict[str, Delta | Update] = {}  # the model: kind -> active change
         self.expected_changed: set[str] = set()
 
-    @rule(i=st.integers(0, len(DELTAS) - 1))
+    @rule(i=st.integers(0, len(CHANGES) - 1))
     def activate(self, i: int) -> None:
-        before = self.numpy_core.active_delta
-        self.numpy_core.activate(DELTAS[i])
-        self.device.activate(self.prepared[i])
-        if before is None or before.delta is not DELTAS[i]:
-            self.expected_changed = set(DELTAS[i].entries) | (
-                set(before.delta.entries) if before else set()
-            )
-        else:
+        change = CHANGES[i]
+        current = self.active.get(change.kind)
+        clash = any(
+            set(other.entries) & set(change.entries)
+            for kind, other in self.active.items()
+            if kind != change.kind
+        )
+        if clash:
+            for core, arg in ((self.numpy_core, change), (self.device, self.prepared[i])):
+                with pytest.raises(DeltaOverlapError, match="deactivate"):
+                    core.activate(arg)
             self.expected_changed = set()
+            return
+        self.numpy_core.activate(change)
+        self.device.activate(self.prepared[i])
+        self.active[change.kind] = change
+        if current is change:
+            self.expected_changed = set()
+        else:
+            self.expected_changed = set(change.entries) | set(current.entries if current else ())
 
-    @rule()
-    def deactivate(self) -> None:
-        active = self.numpy_core.active_delta
-        self.numpy_core.deactivate()
-        self.device.deactivate()
-        self.expected_changed = set(active.delta.entries) if active else set()
+    @rule(kind=st.sampled_from([None, KIND, UPDATE_KIND]))
+    def deactivate(self, kind: str | None) -> None:
+        self.numpy_core.deactivate(kind)
+        self.device.deactivate(kind)
+        gone = [k for k in self.active if kind in (None, k)]
+        self.expected_changed = {n for k in gone for n in self.active.pop(k).entries}
 
     @invariant()
     def device_weights_equal_the_numpy_path_bit_for_bit(self) -> None:
         for name, values in self.host.items():
             assert device_values(self.device, name).tobytes() == values.tobytes(), name
         assert self.device.active == self.numpy_core.active
+        kinds = [p.kind for p in self.device.active_changes]
+        assert sorted(kinds) == sorted(self.active)
+
+    @invariant()
+    def with_nothing_active_the_device_holds_the_base_exactly(self) -> None:
+        if not self.active:
+            for name, values in base_weights().items():
+                assert device_values(self.device, name).tobytes() == values.tobytes(), name
 
     @invariant()
     def only_the_written_tensors_are_reported(self) -> None:
@@ -185,11 +229,14 @@ def test_restore_is_bit_exact_and_uploads_happen_once(make_device) -> None:
     base = base_weights(5)
     core = DeviceDeltaCore(base, FINGERPRINT, device)
     prepared = core.prepare(DELTAS[2])
+    update = core.prepare(UPDATES[0])  # disjoint from DELTAS[2]: both can be active
     first = device.uploads
     for _ in range(3):
         core.activate(prepared)
+        core.activate(update)
         core.deactivate()
-    assert device.uploads == first + 2 * len(prepared.segments)  # indices + values, once
+    # indices + values per segment, new values per block: once each
+    assert device.uploads == first + 2 * len(prepared.segments) + len(update.blocks)
     for name, values in base.items():
         assert device_values(core, name).tobytes() == values.tobytes()
 
@@ -233,6 +280,22 @@ def test_refit_gets_device_pointers_of_only_the_touched_tensors(make_device) -> 
     assert {c[1][0] for c in calls} == {"FLOAT", "HALF"}
     calls.clear()
     assert refit_changed(trt, refitter, core, 0) == [] and calls == []
+
+
+def test_an_update_on_device_refits_only_its_tensors_and_rolls_back(make_device) -> None:
+    core = DeviceDeltaCore(base_weights(), FINGERPRINT, make_device())
+    trt, refitter, calls = _trt_recorder()
+    update = core.prepare(UPDATES[1])
+    assert len(update.blocks) == 1  # two neighbouring tensors, one device copy
+    core.activate(update)
+    assert refit_changed(trt, refitter, core, 0) == ["dec.0.bias", "dec.0.weight"]
+    for name, (_, address, count), _ in calls:
+        written = core.device.download(address, np.empty(count, np.float32))
+        assert written.tobytes() == UPDATES[1].entries[name].reshape(-1).tobytes()
+    core.deactivate()
+    assert refit_changed(trt, refitter, core, 0) == ["dec.0.bias", "dec.0.weight"]
+    for name, values in base_weights().items():
+        assert device_values(core, name).tobytes() == values.tobytes()
 
 
 def test_a_failed_refit_names_the_missing_weights(make_device) -> None:

@@ -32,21 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sdk.errors import missing
+from sdk.errors import lazy_import
 from sdk.runtime.base import BaseRunner, RunnerError, TensorSpec
 
 if TYPE_CHECKING:
     from sdk.delta import DeltaCore
 
+PURPOSE = "the onnxrt backend"
 DELTA_MODES = ("inputs", "rebuild", "shared")
-
-
-def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise missing("onnxruntime", "the onnxrt backend", "pip install onnxruntime") from None
-    return onnxruntime
 
 
 def choose_delta_mode(weight_inputs: list[str], requested: str | None = None) -> str:
@@ -94,7 +87,7 @@ class OnnxrtRunner(BaseRunner):
         self._sessions: OrderedDict[tuple[int, ...], tuple[Any, Any]] = OrderedDict()
 
     def _session(self, model: str | bytes) -> Any:
-        ort = _ort()
+        ort = lazy_import("onnxruntime", PURPOSE)
         so = ort.SessionOptions()
         so.log_severity_level = 4  # weight-input warnings are expected; errors are raised
         if self.threads:
@@ -132,7 +125,7 @@ class OnnxrtRunner(BaseRunner):
             n: np.array(onnx.numpy_helper.to_array(inits[n]), copy=True, order="C") for n in managed
         }
         if self._mode in ("inputs", "shared"):
-            ort = _ort()
+            ort = lazy_import("onnxruntime", PURPOSE)
             self._ortvalues = {
                 n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in self._weights.items()
             }
@@ -193,7 +186,7 @@ class OnnxrtRunner(BaseRunner):
         next session built."""
         self._weights[name] = array
         if self._mode == "inputs":
-            value = _ort().OrtValue.ortvalue_from_numpy(array)
+            value = lazy_import("onnxruntime", PURPOSE).OrtValue.ortvalue_from_numpy(array)
             self._ortvalues[name] = value
             self._binding.bind_ortvalue_input(name, value)
 

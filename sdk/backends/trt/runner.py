@@ -9,7 +9,8 @@ deserialized; a plan built for a DLA core runs on that core or is refused in one
 Deltas (mode ``refit``): the plan was built with ``REFIT_INDIVIDUAL`` and its delta
 targets marked refittable; their base values ship in the artifact as
 ``weights.safetensors``. At activation they are uploaded once into device memory
-(one flat buffer per dtype) and the host copy is dropped. :class:`DeviceDeltaCore` is
+(one flat buffer per dtype) and the host copy is dropped.
+:class:`~sdk.backends.trt.device_deltas.DeviceDeltaCore` is
 the same :class:`~sdk.delta.DeltaCore` (same validation, same verbs) with its two
 segment writes done by the custom sparse-delta CUDA kernel: activating scatters
 base + value into the device buffer and saves the base values on the device;
@@ -27,39 +28,22 @@ binding sources; ``tools/validate_on_device.py`` runs the rest on a Jetson.)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sdk.artifact import REFIT_WEIGHTS
-from sdk.build import load_plugins
-from sdk.delta import DeltaCore
-from sdk.errors import missing
+from sdk.backends.trt.device_deltas import DeviceDeltaCore
+from sdk.backends.trt.plugins import load_plugins
+from sdk.errors import lazy_import
 from sdk.runtime.base import BaseRunner, InputError, RunnerError, TensorSpec
 
 if TYPE_CHECKING:
-    from sdk.delta import PreparedDelta, WeightChange, _Segment
+    from sdk.delta import DeltaCore
 
-KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
-
-
-def _trt() -> Any:
-    try:
-        import tensorrt
-    except ImportError:
-        raise missing("tensorrt", "the trt backend", "use JetPack's python3-libnvinfer") from None
-    return tensorrt
-
-
-def _cuda() -> Any:
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        raise missing("pycuda", "the trt backend", "pip install 'semedge[jetson]'") from None
-    return cuda
+PURPOSE = "the trt backend"
 
 
 def numpy_dtypes(trt: Any) -> dict[Any, Any]:
@@ -73,129 +57,6 @@ def numpy_dtypes(trt: Any) -> dict[Any, Any]:
         trt.DataType.BOOL: np.bool_,
         trt.DataType.UINT8: np.uint8,
     }
-
-
-def check_dla(target: Mapping[str, Any], available: int) -> int | None:
-    """The DLA core a plan was built for, if this device has it; else a one-line refusal."""
-    core = target.get("dla_core")
-    if core is None:
-        return None
-    if not 0 <= int(core) < available:
-        have = f"{available} DLA core{'s' if available != 1 else ''}" if available else "no DLA"
-        raise RunnerError(
-            f"plan built for DLA core {core}; this device has {have} — rebuild without "
-            "--dla-core (GPU) or on a Jetson with that core"
-        )
-    return int(core)
-
-
-class DeviceMemory(Protocol):
-    """What :class:`DeviceDeltaCore` needs of a GPU (``kernels.cuda.CudaKernels`` is one)."""
-
-    def upload(self, array: np.ndarray) -> Any: ...
-
-    def alloc(self, nbytes: int) -> Any: ...
-
-    def launch_sparse_delta_apply(
-        self, dtype: np.dtype, w: int, idx: int, values: int, saved: int, count: int, stream: Any
-    ) -> None: ...
-
-    def launch_sparse_delta_restore(
-        self, dtype: np.dtype, w: int, idx: int, saved: int, count: int, stream: Any
-    ) -> None: ...
-
-
-class DeviceDeltaCore(DeltaCore):
-    """A :class:`DeltaCore` whose weights live in device memory, written by the CUDA kernel.
-
-    ``weights`` (name -> base values) are packed into one device buffer per dtype. The
-    core's placement needs host arrays at matching offsets: those are ``np.empty``
-    address space that is never read or written, so the OS never commits its pages.
-    Per prepared segment the indices and values are uploaded on its first activation
-    and a device buffer holds the saved base values.
-    """
-
-    def __init__(
-        self,
-        weights: Mapping[str, np.ndarray],
-        fingerprint: str,
-        device: DeviceMemory,
-        stream: Any = None,
-    ) -> None:
-        bad = {n: w.dtype for n, w in weights.items() if w.dtype not in KERNEL_DTYPES}
-        if bad:
-            name, dtype = next(iter(bad.items()))
-            raise RunnerError(
-                f"refittable weight {name} is {dtype}; device delta switching takes float32 "
-                "or float16 weights — rebuild without that tensor in --delta-targets"
-            )
-        self.device, self.stream = device, stream
-        self._device_flat: dict[int, Any] = {}
-        self._device_segments: dict[int, tuple[Any, Any, Any]] = {}
-        views: dict[str, np.ndarray] = {}
-        flats = []
-        for dtype in sorted({w.dtype for w in weights.values()}, key=str):
-            names = sorted(n for n, w in weights.items() if w.dtype == dtype)
-            packed = np.concatenate([weights[n].reshape(-1) for n in names])
-            placement = np.empty(packed.size, dtype)  # address space only, see the docstring
-            self._device_flat[id(placement)] = device.upload(packed)
-            offset = 0
-            for name in names:
-                size = weights[name].size
-                views[name] = placement[offset : offset + size].reshape(weights[name].shape)
-                offset += size
-            flats.append(placement)
-        super().__init__(views, fingerprint, flats)
-        self._flats = flats  # keep the placement arrays (and so the id keys) alive
-
-    def prepare(self, change: WeightChange) -> PreparedDelta:
-        prepared = super().prepare(change)
-        # Whole-tensor changes (SLF update packages, when the core has them) are copied by
-        # numpy block writes, which would land in the placement arrays, not on the device.
-        if getattr(prepared, "blocks", None):
-            raise RunnerError(
-                "update packages cannot be switched on a TensorRT plan's device weights yet; "
-                "apply the update with: semedge build CKPT (rebuilt plan) or use onnxrt"
-            )
-        return prepared
-
-    def device_tensor(self, name: str) -> tuple[int, int, np.dtype]:
-        """(device address, element count, dtype) of weight ``name``."""
-        flat, offset = self._place[name]
-        address = int(self._device_flat[id(flat)]) + offset * flat.itemsize
-        return address, math.prod(self.shapes[name]), flat.dtype
-
-    def _on_device(self, seg: _Segment) -> tuple[Any, Any, Any]:
-        if id(seg) not in self._device_segments:
-            self._device_segments[id(seg)] = (
-                self.device.upload(seg.index.astype(np.int64)),
-                self.device.upload(seg.values),
-                self.device.alloc(seg.values.nbytes),
-            )
-        return self._device_segments[id(seg)]
-
-    def _apply_segment(self, seg: _Segment) -> None:
-        index, values, saved = self._on_device(seg)
-        self.device.launch_sparse_delta_apply(
-            seg.flat.dtype,
-            int(self._device_flat[id(seg.flat)]),
-            int(index),
-            int(values),
-            int(saved),
-            len(seg.index),
-            self.stream,
-        )
-
-    def _restore_segment(self, seg: _Segment) -> None:
-        index, _, saved = self._on_device(seg)
-        self.device.launch_sparse_delta_restore(
-            seg.flat.dtype,
-            int(self._device_flat[id(seg.flat)]),
-            int(index),
-            int(saved),
-            len(seg.index),
-            self.stream,
-        )
 
 
 def refit_changed(trt: Any, refitter: Any, core: DeviceDeltaCore, stream_handle: int) -> list[str]:
@@ -220,6 +81,20 @@ def refit_changed(trt: Any, refitter: Any, core: DeviceDeltaCore, stream_handle:
     return names
 
 
+def check_dla(target: Mapping[str, Any], available: int) -> int | None:
+    """The DLA core a plan was built for, if this device has it; else a one-line refusal."""
+    core = target.get("dla_core")
+    if core is None:
+        return None
+    if not 0 <= int(core) < available:
+        have = f"{available} DLA core{'s' if available != 1 else ''}" if available else "no DLA"
+        raise RunnerError(
+            f"plan built for DLA core {core}; this device has {have} — rebuild without "
+            "--dla-core (GPU) or on a Jetson with that core"
+        )
+    return int(core)
+
+
 class TrtRunner(BaseRunner):
     """Run ``model.plan`` from an artifact ``directory`` described by ``manifest``."""
 
@@ -235,7 +110,7 @@ class TrtRunner(BaseRunner):
         self._core: DeviceDeltaCore | None = None
 
     def activate_impl(self) -> None:
-        trt, cuda = _trt(), _cuda()
+        trt, cuda = lazy_import("tensorrt", PURPOSE), lazy_import("pycuda.driver", PURPOSE)
         cuda.init()
         self._ctx = cuda.Device(0).retain_primary_context()
         self._ctx.push()
@@ -296,7 +171,7 @@ class TrtRunner(BaseRunner):
             self._refitter = trt.Refitter(engine, self._logger)
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cuda = _cuda()
+        cuda = lazy_import("pycuda.driver", PURPOSE)
         batch = next(iter(feed.values())).shape[0]
         if batch > self._max_batch:
             raise InputError(
@@ -350,7 +225,9 @@ class TrtRunner(BaseRunner):
             return
         self._ctx.push()
         try:
-            refit_changed(_trt(), self._refitter, self._core, self._stream.handle)
+            refit_changed(
+                lazy_import("tensorrt", PURPOSE), self._refitter, self._core, self._stream.handle
+            )
             self._stream.synchronize()
         finally:
             self._ctx.pop()

@@ -1,0 +1,1 @@
+"""ONNX Runtime backend: the exported ``.onnx`` is the artifact; CPU by default."""

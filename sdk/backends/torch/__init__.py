@@ -1,0 +1,1 @@
+"""PyTorch backend: runs a checkpoint directly (the reference every backend is compared with)."""

@@ -1,0 +1,1 @@
+"""TensorRT backend: plan builder, plugin loading, device-resident delta core, runner + refit."""
