@@ -244,7 +244,7 @@ class Study:
         out = []
         for hidden in WIDTHS:
             base = self.base(hidden, a.width_train_size, a.width_base_epochs)
-            cells = [self.zfda_cell(base, d, a.screen_size, {}) for d in a.screen_domains]
+            cells = [self.zfda_cell(base, d, a.width_size, {}) for d in a.screen_domains]
             out.append(dict(hidden=hidden, clean=base.clean_psnr, cells=cells))
             self.check_alignment(base)
         return out
@@ -264,13 +264,14 @@ def study_main(argv: list[str]) -> None:
         "the docs from the parts' results",
     )
     p.add_argument("--hidden", type=int, default=32, help="width of the main base")
-    p.add_argument("--train-size", type=int, default=2000, help="clean patches, main base")
-    p.add_argument("--base-epochs", type=int, default=4, help="main base epochs")
-    p.add_argument("--screen-size", type=int, default=300, help="shifted patches, screen")
+    p.add_argument("--train-size", type=int, default=4000, help="clean patches, main base")
+    p.add_argument("--base-epochs", type=int, default=10, help="main base epochs")
+    p.add_argument("--screen-size", type=int, default=1000, help="shifted patches, screen")
     p.add_argument("--screen-domains", default="rotation,hue", type=lambda s: s.split(","))
-    p.add_argument("--full-size", type=int, default=500, help="shifted patches, full part")
+    p.add_argument("--full-size", type=int, default=1000, help="shifted patches, full part")
     p.add_argument("--max-epochs", type=int, default=12, help="epoch cap of the combination")
-    p.add_argument("--width-train-size", type=int, default=2000, help="clean patches, widths")
+    p.add_argument("--width-train-size", type=int, default=4000, help="clean patches, widths")
+    p.add_argument("--width-size", type=int, default=500, help="shifted patches, widths")
     p.add_argument("--width-base-epochs", type=int, default=4, help="base epochs, widths")
     p.add_argument("--snr", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (parts run in parallel)")
@@ -302,7 +303,8 @@ def study_main(argv: list[str]) -> None:
 def write_docs(study: Study, args: dict[str, Any]) -> None:
     """Merge every part's results so far into the study section of docs/zfda_repro.md."""
     merged: dict[str, Any] = {"args": args, "minutes": {}}
-    for path in sorted((study.work / "study").glob("results-*.json")):
+    files = (study.work / "study").glob("results-*.json")
+    for path in sorted(files, key=lambda f: f.stem.count("-")):  # bigger runs override
         part = json.loads(path.read_text())
         merged["minutes"][path.stem.removeprefix("results-")] = part.pop("minutes")
         merged.update({k: v for k, v in part.items() if k != "command"})
@@ -421,7 +423,7 @@ def report(results: dict[str, Any]) -> str:
     if "width" in results:
         lines += [
             f"### Width (today's defaults; bases trained {a['width_base_epochs']} epochs on "
-            f"{a['width_train_size']} clean patches, {a['screen_size']} shifted patches)",
+            f"{a['width_train_size']} clean patches, {a['width_size']} shifted patches)",
             "",
             "| hidden | clean dB | "
             + " | ".join(f"{c['domain']} dB (share)" for c in results["width"][0]["cells"])

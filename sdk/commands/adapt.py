@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     methods = p.add_subparsers(dest="method", metavar="METHOD", required=True)
     z = methods.add_parser(
         "zfda",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="train a sparse additive delta (switchable, bit-exact restore)",
         description="Train sparse additive modifications (ZFDA/SAM) of CKPT on DATA's train "
         "split seen through DOMAIN, and write them as a delta file that `semedge eval "
@@ -40,12 +41,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     z.add_argument("--lr-scores", type=float, default=1.0, help="score learning rate (SGD)")
     z.add_argument("--lr-values", type=float, default=1e-4, help="value learning rate (Adam)")
     z.add_argument("--value-dtype", default="float16", choices=("float16", "float32"))
+    zfda_options(z)
     z.add_argument(
         "--index-encoding", default="gap8", choices=("gap8", "int32"), help="see docs/formats.md"
     )
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--out", required=True, help="delta file to write (*.delta.safetensors)")
     z.set_defaults(func=run)
+
+
+def zfda_options(z: argparse.ArgumentParser) -> None:
+    """The SAM training choices studied in docs/zfda_repro.md (defaults from ZFDAConfig)."""
+    from sdk.adapt import zfda
+
+    d = zfda.ZFDAConfig
+    z.add_argument(
+        "--score-init",
+        default=d.score_init,
+        choices=zfda.SCORE_INITS,
+        help="initial mask scores: |dL/dW|, random, |W|",
+    )
+    z.add_argument(
+        "--budget-rule",
+        default=d.budget_rule,
+        choices=zfda.BUDGET_RULES,
+        help="per-layer share of the γ budget: ∝ d_in + d_out, equal, ∝ layer size",
+    )
+    z.add_argument(
+        "--mask-update",
+        default=d.mask_update,
+        choices=zfda.MASK_UPDATES,
+        help="re-select the mask every step, every --mask-period steps, or never",
+    )
+    z.add_argument(
+        "--mask-period", type=int, default=d.mask_period, help="steps between re-selections"
+    )
+    z.add_argument(
+        "--values-optimizer",
+        default=d.values_optimizer,
+        choices=zfda.VALUE_OPTIMIZERS,
+        help="optimiser of the delta values (SGD with momentum 0.9)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
         lr_values=args.lr_values,
         value_dtype=args.value_dtype,
         seed=args.seed,
+        score_init=args.score_init,
+        budget_rule=args.budget_rule,
+        mask_update=args.mask_update,
+        mask_period=args.mask_period,
+        values_optimizer=args.values_optimizer,
     )
     config.validate()
     checkpoint = resolve(args.checkpoint)
