@@ -318,6 +318,7 @@ def write_docs(study: Study, args: dict[str, Any]) -> None:
         part = json.loads(path.read_text())
         merged["minutes"][path.stem.removeprefix("results-")] = part.pop("minutes")
         merged.update({k: v for k, v in part.items() if k != "command"})
+    decoder_shares(merged)
     docs = Path(args["docs"])
     (docs / "img").mkdir(parents=True, exist_ok=True)
     plot(merged, docs / "img")
@@ -335,6 +336,23 @@ def label(changes: dict[str, Any]) -> str:
 
 def mean_share(cells: list[dict[str, Any]]) -> float:
     return float(np.mean([c["share"] for c in cells]))
+
+
+def decoder_shares(results: dict[str, Any]) -> None:
+    """Side rows: also divide by the *decoder's* fine-tuning gain, one yardstick for all.
+
+    (Fine-tuning the encoder, or both halves, with the decoder's recipe barely helps or
+    even hurts here, so shares of *that* gain are huge or negative and mean little.)
+    """
+    screen = results.get("screen", {})
+    if "side" not in screen:
+        return
+    reference = {c["domain"]: c for c in screen["score init"][0]["cells"]}
+    for level in screen["side"]:
+        for c in level["cells"]:
+            ref = reference[c["domain"]]
+            ft_gain = ref["finetune_psnr"] - (ref["psnr"] - ref["gain"])
+            c["same_side_share"], c["share"] = c["share"], c["gain"] / ft_gain
 
 
 def plot(results: dict[str, Any], out: Path) -> None:
@@ -444,7 +462,17 @@ def report(results: dict[str, Any]) -> str:
                     f" | {np.mean([x['seconds'] for x in c]):.0f} |"
                 )
         ft = results["screen"]["score init"][0]["cells"]
+        sides = results["screen"].get("side", [])
         lines += [
+            "",
+            "Side rows: share of the *decoder's* fine-tuning gain; fine-tuning that side itself "
+            "(same recipe) reaches "
+            + "; ".join(
+                f"{lv['changes']['side']}: "
+                + ", ".join(f"{x['domain']} {x['finetune_psnr']:.2f} dB" for x in lv["cells"])
+                for lv in sides
+            )
+            + ".",
             "",
             "Fine-tuning reference (decoder): "
             + ", ".join(f"{x['domain']} {x['finetune_psnr']:.2f} dB" for x in ft)
