@@ -127,6 +127,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr-values", type=float, default=1e-3, help="ZFDA values and fine-tune lr")
     p.add_argument("--side", default="decoder", choices=("encoder", "decoder", "both"))
+    p.add_argument("--score-init", default="grad", help="kept at the pre-study setting")
     p.add_argument("--sparsity", type=float, default=0.01)
     p.add_argument("--sweep", default="0.0003,0.001,0.003,0.01", help="γ values for the sweep")
     p.add_argument("--sweep-domain", default="hue", choices=DOMAINS)
@@ -159,6 +160,7 @@ def main() -> None:
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr_values=args.lr_values,
+            score_init=args.score_init,
             value_dtype="float32",
         )
         return adapt_zfda(base, shifted(domain), domain, config)

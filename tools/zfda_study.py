@@ -49,7 +49,8 @@ from sdk.data.shifts import DOMAINS
 from sdk.delta import TorchDeltas, save_delta
 from sdk.fingerprint import model_fingerprint
 
-DEFAULTS = dict(lr_values=1e-3, epochs=6, batch_size=32, progress=False)
+# Today's repro settings (before the study), pinned so the cells stay comparable.
+DEFAULTS = dict(lr_values=1e-3, epochs=6, batch_size=32, score_init="grad", progress=False)
 FACTORS: dict[str, list[dict[str, Any]]] = {
     "score init": [{"score_init": s} for s in ("grad", "random", "weight")],
     "values lr / optimiser": [
@@ -245,7 +246,7 @@ class Study:
     def width(self) -> list[dict[str, Any]]:
         a = self.args
         out = []
-        for hidden in WIDTHS:
+        for hidden in a.widths:
             base = self.base(hidden, a.width_train_size, a.width_base_epochs)
             cells = [self.zfda_cell(base, d, a.width_size, {}) for d in a.screen_domains]
             out.append(dict(hidden=hidden, clean=base.clean_psnr, cells=cells))
@@ -279,6 +280,12 @@ def study_main(argv: list[str]) -> None:
         help="γ curve of the full part (split it over parallel runs)",
     )
     p.add_argument("--max-epochs", type=int, default=12, help="epoch cap of the combination")
+    p.add_argument(
+        "--widths",
+        default=",".join(map(str, WIDTHS)),
+        type=lambda s: [int(w) for w in s.split(",")],
+        help="base widths (hidden) of the width part",
+    )
     p.add_argument("--width-train-size", type=int, default=4000, help="clean patches, widths")
     p.add_argument("--width-size", type=int, default=500, help="shifted patches, widths")
     p.add_argument("--width-base-epochs", type=int, default=4, help="base epochs, widths")

@@ -124,3 +124,37 @@ def test_help_shows_the_defaults():
         ("--values-optimizer", d.values_optimizer),
     ]:
         assert flag in text and f"(default: {default})" in " ".join(text.split())
+
+
+def test_cli_defaults_and_choices_are_the_configs():
+    import argparse
+
+    from sdk.adapt import zfda
+    from sdk.commands.adapt import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    sub = parser._subparsers._group_actions[0].choices["adapt"]  # type: ignore[union-attr]
+    z = sub._subparsers._group_actions[0].choices["zfda"]  # type: ignore[union-attr]
+    actions = {a.dest: a for a in z._actions}
+    config = zfda.ZFDAConfig()
+    for dest in (
+        "sparsity",
+        "side",
+        "epochs",
+        "batch_size",
+        "lr_scores",
+        "lr_values",
+        "value_dtype",
+        "seed",
+        "score_init",
+        "budget_rule",
+        "mask_update",
+        "mask_period",
+        "values_optimizer",
+    ):
+        assert actions[dest].default == getattr(config, dest), dest
+    assert tuple(actions["score_init"].choices) == zfda.SCORE_INITS
+    assert tuple(actions["budget_rule"].choices) == zfda.BUDGET_RULES
+    assert tuple(actions["mask_update"].choices) == zfda.MASK_UPDATES
+    assert tuple(actions["values_optimizer"].choices) == zfda.VALUE_OPTIMIZERS
