@@ -320,12 +320,11 @@ def study_main(argv: list[str]) -> None:
 
 def write_docs(study: Study, args: dict[str, Any]) -> None:
     """Merge every part's results so far into the study section of docs/zfda_repro.md."""
-    merged: dict[str, Any] = {"args": args, "minutes": {}}
+    merged: dict[str, Any] = {"args": args}
     files = (study.work / "study").glob("results-*.json")
     for path in sorted(files, key=lambda f: f.stem.count("-")):  # bigger runs override
         part = json.loads(path.read_text())
-        merged["minutes"][path.stem.removeprefix("results-")] = part.pop("minutes")
-        merged.update({k: v for k, v in part.items() if k != "command"})
+        merged.update({k: v for k, v in part.items() if k not in ("command", "minutes")})
     decoder_shares(merged)
     docs = Path(args["docs"])
     (docs / "img").mkdir(parents=True, exist_ok=True)
