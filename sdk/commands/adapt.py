@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     methods = p.add_subparsers(dest="method", metavar="METHOD", required=True)
     z = methods.add_parser(
         "zfda",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="train a sparse additive delta (switchable, bit-exact restore)",
         description="Train sparse additive modifications (ZFDA/SAM) of CKPT on DATA's train "
         "split seen through DOMAIN, and write them as a delta file that `semedge eval "
@@ -47,16 +48,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("encoder", "decoder", "both"),
         help="which half of the model the delta adapts",
     )
-    z.add_argument("--epochs", type=int, default=30, help="passes over the training images")
-    z.add_argument("--batch-size", type=int, default=64, help="images per step")
+    z.add_argument("--epochs", type=int, default=12, help="passes over the training images")
+    z.add_argument("--batch-size", type=int, default=32, help="images per step")
     z.add_argument("--lr-scores", type=float, default=1.0, help="score learning rate (SGD)")
-    z.add_argument("--lr-values", type=float, default=1e-4, help="value learning rate (Adam)")
+    z.add_argument("--lr-values", type=float, default=1e-2, help="value learning rate")
     z.add_argument(
         "--value-dtype",
         default="float16",
         choices=("float16", "float32"),
         help="how the delta values are stored",
     )
+    zfda_options(z)
     z.add_argument(
         "--index-encoding", default="gap8", choices=("gap8", "int32"), help="see docs/formats.md"
     )
@@ -220,6 +222,39 @@ def run_slf(args: argparse.Namespace) -> int:
     return 0
 
 
+def zfda_options(z: argparse.ArgumentParser) -> None:
+    """The SAM training choices studied in docs/zfda_repro.md.
+
+    Literal defaults and choices (importing sdk.adapt.zfda would load torch for every
+    command); tests/zfda/test_cli.py checks they equal ZFDAConfig's.
+    """
+    z.add_argument(
+        "--score-init",
+        default="weight",
+        choices=("grad", "random", "weight"),
+        help="initial mask scores: |dL/dW|, random, |W|",
+    )
+    z.add_argument(
+        "--budget-rule",
+        default="din+dout",
+        choices=("din+dout", "uniform", "size"),
+        help="per-layer share of the γ budget: ∝ d_in + d_out, equal, ∝ layer size",
+    )
+    z.add_argument(
+        "--mask-update",
+        default="ste",
+        choices=("ste", "periodic", "fixed"),
+        help="re-select the mask every step, every --mask-period steps, or never",
+    )
+    z.add_argument("--mask-period", type=int, default=50, help="steps between re-selections")
+    z.add_argument(
+        "--values-optimizer",
+        default="adam",
+        choices=("adam", "sgd"),
+        help="optimiser of the delta values (SGD with momentum 0.9)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from sdk.adapt.zfda import ZFDAConfig, ZFDAError, adapt_zfda
     from sdk.checkpoint import WEIGHTS, load_checkpoint, resolve
@@ -238,6 +273,11 @@ def run(args: argparse.Namespace) -> int:
         lr_values=args.lr_values,
         value_dtype=args.value_dtype,
         seed=args.seed,
+        score_init=args.score_init,
+        budget_rule=args.budget_rule,
+        mask_update=args.mask_update,
+        mask_period=args.mask_period,
+        values_optimizer=args.values_optimizer,
     )
     config.validate()
     checkpoint = resolve(args.checkpoint)

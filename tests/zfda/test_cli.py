@@ -125,3 +125,70 @@ def test_corrupt_delta_exits_nonzero_without_traceback(tmp_path):
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "truncated or corrupt" in result.stderr
+
+
+def test_study_options_reach_the_delta(checkpoint, tmp_path, capsys):
+    out = tmp_path / "c.delta.safetensors"
+    argv = ["adapt", "zfda", str(checkpoint), "--domain", "contrast", "--data", "mnist"]
+    argv += ["--limit", "32", "--epochs", "1", "--out", str(out), "--score-init", "weight"]
+    argv += ["--budget-rule", "size", "--mask-update", "fixed", "--values-optimizer", "sgd"]
+    assert main(argv) == 0
+    extra = load_delta(out).extra
+    assert (extra["score_init"], extra["budget_rule"]) == ("weight", "size")
+    assert (extra["mask_update"], extra["values_optimizer"]) == ("fixed", "sgd")
+    capsys.readouterr()
+    err = one_line_error(capsys, [*argv[:-8], "--mask-period", "0"])
+    assert "mask_period" in err
+
+
+def test_help_shows_the_defaults():
+    from sdk.adapt.zfda import ZFDAConfig
+
+    text = subprocess.run(
+        [sys.executable, "-m", "sdk.cli", "adapt", "zfda", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    d = ZFDAConfig()
+    for flag, default in [
+        ("--score-init", d.score_init),
+        ("--budget-rule", d.budget_rule),
+        ("--mask-update", d.mask_update),
+        ("--values-optimizer", d.values_optimizer),
+    ]:
+        assert flag in text and f"(default: {default})" in " ".join(text.split())
+
+
+def test_cli_defaults_and_choices_are_the_configs():
+    import argparse
+
+    from sdk.adapt import zfda
+    from sdk.commands.adapt import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    sub = parser._subparsers._group_actions[0].choices["adapt"]  # type: ignore[union-attr]
+    z = sub._subparsers._group_actions[0].choices["zfda"]  # type: ignore[union-attr]
+    actions = {a.dest: a for a in z._actions}
+    config = zfda.ZFDAConfig()
+    for dest in (
+        "sparsity",
+        "side",
+        "epochs",
+        "batch_size",
+        "lr_scores",
+        "lr_values",
+        "value_dtype",
+        "seed",
+        "score_init",
+        "budget_rule",
+        "mask_update",
+        "mask_period",
+        "values_optimizer",
+    ):
+        assert actions[dest].default == getattr(config, dest), dest
+    assert tuple(actions["score_init"].choices) == zfda.SCORE_INITS
+    assert tuple(actions["budget_rule"].choices) == zfda.BUDGET_RULES
+    assert tuple(actions["mask_update"].choices) == zfda.MASK_UPDATES
+    assert tuple(actions["values_optimizer"].choices) == zfda.VALUE_OPTIMIZERS
