@@ -25,13 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="",
         help=f"comma-separated steps to (re)run, with what they need: {', '.join(demo.STEPS)}",
     )
-    p.add_argument("--fresh", action="store_true", help="recompute every step (no cached results)")
     p.set_defaults(func=run)
 
 
 def add_common(p: argparse.ArgumentParser, tiny_help: str) -> None:
     """The flags ``demo`` and ``quickstart`` share."""
     p.add_argument("--tiny", action="store_true", help=tiny_help)
+    p.add_argument("--fresh", action="store_true", help="recompute every step (no cached results)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument(
         "--threads", type=int, help="torch CPU threads (default: all, or 1 if the CPU is busy)"
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     demo = make_demo(args, args.out)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    results = demo.run(only, args.fresh, print_step)
+    results = demo.run(only, only, args.fresh, print_step)
     print(f"\ndone in {time.perf_counter() - start:.0f} s")
     if "report" in results:
         print(f"report: {results['report']['html']} (and report.md beside it)")

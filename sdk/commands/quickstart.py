@@ -31,6 +31,6 @@ def run(args: argparse.Namespace) -> int:
     from sdk.pipelines.demo import QUICKSTART
 
     demo = make_demo(args, args.out)
-    demo.run(QUICKSTART, report=print_step)
+    demo.run(QUICKSTART, fresh=args.fresh, report=print_step)
     print(f"\neverything is in {demo.out}/; the whole product: semedge demo --out {demo.out}")
     return 0

@@ -14,8 +14,9 @@ Steps (each writes ``DIR/steps/<step>.json`` and its plots under ``DIR/plots/``)
                across an SNR sweep, against uncoded transmission at the same bandwidth;
 5. ``delta``   a hue-shifted camera: a ZFDA delta trained on PNGs in the device's root,
                switched on in the running app and off again (gain, bit-exact return);
-6. ``slf``     a second, independently trained transmitter is misaligned with the
-               receiver; SLF re-aligns them for two values of ℓ (PSNR, bytes, time);
+6. ``slf``     two digit transceivers (reconstruction + class) trained apart: one's
+               transmitter with the other's receiver is misaligned; SLF re-aligns them
+               for two values of ℓ (accuracy, PSNR, bytes down and up, time);
 7. ``report``  ``DIR/report.md`` and ``DIR/report.html``.
 
 A step reuses its cached result when one exists for the same settings (``--only STEP``
@@ -41,7 +42,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "flash": ("build",),
     "channel": ("flash",),
     "delta": ("flash",),
-    "slf": ("train",),
+    "slf": (),
     "report": (),
 }
 QUICKSTART = ("train", "build", "flash", "delta")
@@ -72,12 +73,13 @@ class Preset:
     heldout: int
     zfda_epochs: int
     zfda_images: int
+    slf_epochs: int
     slf_steps: int
     slf_freeze: tuple[int, int]
 
 
-FULL = Preset("full", 4, 32, None, 512, 6000, 2, 128, 256, 2, 2000, 200, (0, 3))
-TINY = Preset("tiny", 1, 8, 600, 64, 600, 1, 16, 64, 1, 200, 15, (0, 3))
+FULL = Preset("full", 6, 32, None, 512, 6000, 2, 128, 256, 3, 2000, 8, 200, (0, 3))
+TINY = Preset("tiny", 1, 8, 600, 64, 600, 1, 16, 64, 1, 200, 3, 40, (0, 3))
 
 
 @dataclass
@@ -93,22 +95,28 @@ class Demo:
 
     def run(
         self,
-        only: Sequence[str] = (),
+        steps: Sequence[str] = (),
+        force: Sequence[str] = (),
         fresh: bool = False,
         report: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        """Run ``only`` (default: every step), with what they need; returns all results."""
-        unknown = [s for s in only if s not in STEPS]
+        """Run ``steps`` (default: every step) and what they need; returns their results.
+
+        A step's cached result is reused unless the step is in ``force`` or ``fresh`` is
+        set (``report`` is always rewritten); ``report(step, result)`` is called for each
+        of ``steps`` as it finishes.
+        """
+        unknown = [s for s in dict.fromkeys([*steps, *force]) if s not in STEPS]
         if unknown:
             raise DemoError(f"unknown step(s) {unknown}; choose from {', '.join(STEPS)}")
-        wanted = list(only) or list(STEPS)
+        wanted = list(steps) or list(STEPS)
         needed = _closure(wanted)
         results: dict[str, dict[str, Any]] = {}
         for step in STEPS:
             if step not in needed:
                 continue
             cached = self.cached(step)
-            if cached is not None and not fresh and step not in only and step != "report":
+            if cached is not None and not fresh and step not in force and step != "report":
                 results[step] = cached
             else:
                 results[step] = self._run_step(step)
