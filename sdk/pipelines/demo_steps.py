@@ -386,8 +386,8 @@ def delta(demo: Demo) -> dict[str, Any]:
     from sdk.checkpoint import load_checkpoint
     from sdk.data import ImageDataset, load_folder
     from sdk.data.shifts import apply_shift
-    from sdk.delta import save_delta
-    from sdk.evaluate import image_grid, psnr
+    from sdk.delta import TorchDeltas, save_delta
+    from sdk.evaluate import psnr
 
     demo.needs("flash")
     bar = _bar(demo, "delta", 4)
@@ -400,31 +400,36 @@ def delta(demo: Demo) -> dict[str, Any]:
     trained = adapt_zfda(model, shifted_set, DOMAIN, config)
     path = save_delta(trained, demo.device_root / "local-deltas" / f"{DOMAIN}.delta.safetensors")
     bar.update()
-    images = apply_shift(_test_set(demo).images, DOMAIN)
-    symbols = _symbols(model, images, REPORT_DB, seed=demo.seed).numpy()
+    originals = _test_set(demo).images
+    images = apply_shift(originals, DOMAIN)
+    symbols = _symbols(model, images, REPORT_DB, seed=demo.seed)
     with Runtime.load(active_artifact(demo)) as rt:
-        base = rt.infer(symbols)["recon"]
+        base = rt.infer(symbols.numpy())["recon"]
         rt.activate_delta(path)
-        adapted = rt.infer(symbols)["recon"]
+        adapted = rt.infer(symbols.numpy())["recon"]
         rt.deactivate_delta()
-        restored = rt.infer(symbols)["recon"]
+        restored = rt.infer(symbols.numpy())["recon"]
         mode = rt.delta_mode
     bar.update()
+    with torch.no_grad():  # the torch reference of the same receiver, delta off and on
+        reference = {"base": model.receiver(symbols)["recon"].numpy()}
+        deltas = TorchDeltas(model)
+        deltas.activate(deltas.load(path))
+        reference["delta on"] = model.receiver(symbols)["recon"].numpy()
+        deltas.deactivate()
     score = {
         name: float(psnr(torch.from_numpy(out), images))
         for name, out in (("base", base), ("delta on", adapted), ("delta off", restored))
     }
-    shown = slice(0, 6)
-    grid = image_grid(
-        {
-            f"{DOMAIN} camera": images[shown],
-            f"base ({score['base']:.1f} dB)": torch.from_numpy(base[shown]),
-            f"delta on ({score['delta on']:.1f} dB)": torch.from_numpy(adapted[shown]),
-            "delta off": torch.from_numpy(restored[shown]),
-        },
-        demo.plots / "delta_examples.png",
-        title=f"held-out photos through a {DOMAIN}-shifted camera, SNR {REPORT_DB:g} dB",
-    )
+    shown = {
+        "original": originals,
+        f"{DOMAIN} camera": images,
+        f"base ({score['base']:.1f} dB)": torch.from_numpy(base),
+        f"delta on ({score['delta on']:.1f} dB)": torch.from_numpy(adapted),
+        "delta off": torch.from_numpy(restored),
+    }
+    title = f"held-out photos through a {DOMAIN}-shifted camera, SNR {REPORT_DB:g} dB"
+    grid = examples_figure(shown, demo.plots / "delta_examples.png", title)
     bar.update()
     bar.close()
     weights = sum(p.numel() for p in model.parameters())
@@ -438,8 +443,20 @@ def delta(demo: Demo) -> dict[str, Any]:
         "psnr": score,
         "gain_db": score["delta on"] - score["base"],
         "bit_exact": bool(np.array_equal(base, restored)),
+        "max_abs_diff_vs_torch": {
+            "base": float(np.abs(base - reference["base"]).max()),
+            "delta on": float(np.abs(adapted - reference["delta on"]).max()),
+        },
         "plots": [str(grid)],
     }
+
+
+def examples_figure(rows: dict[str, Any], path: Path, title: str, count: int = 6) -> Path:
+    """The report's picture of the delta at work: the first ``count`` images of each row
+    (the one place this figure is drawn; quickstart and demo share it)."""
+    from sdk.evaluate import image_grid
+
+    return image_grid({label: images[:count] for label, images in rows.items()}, path, title)
 
 
 def _write_local_images(demo: Demo) -> Path:

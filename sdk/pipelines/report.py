@@ -176,7 +176,9 @@ def _section(demo: Demo, step: str, r: dict[str, Any] | None) -> Section:
             f"into the device's root; a ZFDA delta ({r['nnz']:,} weights, "
             f"{_f(r['percent_of_weights'])} % of the model, {r['delta_bytes']:,} bytes) is "
             f"trained on them and switched on in the running app ({r['mode']} mode), then off. "
-            f"{_delta_headline(r)}."
+            f"{_delta_headline(r)}. The device runtime against the torch reference: max "
+            f"|diff| {r['max_abs_diff_vs_torch']['base']:.1e} (delta off), "
+            f"{r['max_abs_diff_vs_torch']['delta on']:.1e} (delta on)."
         )
         return ("5. On-device domain adaptation (ZFDA)", text, rows, plots, [again])
     if "skipped" in r:

@@ -58,6 +58,7 @@ def test_delta_gain_and_bit_exact_return(demo_run):
     assert r["bit_exact"] and r["psnr"]["delta off"] == r["psnr"]["base"]
     assert r["psnr"]["delta on"] != r["psnr"]["base"]  # the delta did something
     assert r["nnz"] > 0 and 0 < r["percent_of_weights"] < 5
+    assert max(r["max_abs_diff_vs_torch"].values()) < 1e-4  # the device runs the same model
     pictures = list((demo_run["out"] / "device" / "local-images").glob("*.png"))
     assert len(pictures) == r["local_images"] == TINY.zfda_images
 
