@@ -18,11 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=demo.__doc__,
         formatter_class=RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default="runs/demo", help="output folder (runs/demo)")
+    p.add_argument("--out", default="runs/demo", help="output folder")
     add_common(p, "under a minute: tiny models, few steps (a smoke test)")
     p.add_argument(
         "--only",
-        default="",
         help=f"comma-separated steps to (re)run, with what they need: {', '.join(demo.STEPS)}",
     )
     p.set_defaults(func=run)
@@ -32,7 +31,7 @@ def add_common(p: argparse.ArgumentParser, tiny_help: str) -> None:
     """The flags ``demo`` and ``quickstart`` share."""
     p.add_argument("--tiny", action="store_true", help=tiny_help)
     p.add_argument("--fresh", action="store_true", help="recompute every step (no cached results)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument(
         "--threads", type=int, help="torch CPU threads (default: all, or 1 if the CPU is busy)"
     )
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     demo = make_demo(args, args.out)
-    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    only = [s.strip() for s in (args.only or "").split(",") if s.strip()]
     results = demo.run(only, only, args.fresh, print_step)
     print(f"\ndone in {time.perf_counter() - start:.0f} s")
     if "report" in results:

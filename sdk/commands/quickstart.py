@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default="runs/quickstart", help="output folder (runs/quickstart)")
+    p.add_argument("--out", default="runs/quickstart", help="output folder")
     add_common(p, "tiny models, few steps (a smoke test; --fast is the same)")
     p.add_argument("--fast", dest="tiny", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
