@@ -585,7 +585,7 @@ def _plot_slf(
     right.bar([i + 0.2 for i in x], [r["upload_bytes"] / 1e3 for r in runs], 0.4, label="up")
     right.set_xticks(list(x), [f"ℓ={r['freeze']}" for r in runs])
     right.set_ylabel("kB over the link")
-    right.legend()
+    right.legend(loc="lower right")
     fig.suptitle("SLF: re-aligning a transmitter with a receiver trained apart (digits)")
     fig.tight_layout()
     return save_figure(fig, demo.plots / "slf.png")
