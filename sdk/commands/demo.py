@@ -48,10 +48,17 @@ def make_demo(args: argparse.Namespace, out: str) -> Any:
 
 
 def print_step(step: str, result: dict[str, Any]) -> None:
+    print(f"{step}: done ({result.get('seconds', 0):.0f} s)", flush=True)
+
+
+def print_summary(demo: Any) -> None:
+    """The headline number of every step finished in ``demo``'s folder."""
+    from sdk.pipelines.demo import STEPS
     from sdk.pipelines.report import summary
 
-    for line in summary({step: result}):
-        print(line, flush=True)
+    print(f"\nsummary of {demo.out}:")
+    for line in summary({step: demo.cached(step) for step in STEPS}):
+        print("  " + line)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     demo = make_demo(args, args.out)
     only = [s.strip() for s in (args.only or "").split(",") if s.strip()]
     results = demo.run(only, only, args.fresh, print_step)
-    print(f"\ndone in {time.perf_counter() - start:.0f} s")
+    print_summary(demo)
+    print(f"done in {time.perf_counter() - start:.0f} s")
     if "report" in results:
         print(f"report: {results['report']['html']} (and report.md beside it)")
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from sdk.commands.demo import add_common, make_demo, print_step
+from sdk.commands.demo import add_common, make_demo, print_step, print_summary
 from sdk.options import RawDescriptionHelpFormatter
 
 
@@ -32,5 +32,6 @@ def run(args: argparse.Namespace) -> int:
 
     demo = make_demo(args, args.out)
     demo.run(QUICKSTART, fresh=args.fresh, report=print_step)
+    print_summary(demo)
     print(f"\neverything is in {demo.out}/; the whole product: semedge demo --out {demo.out}")
     return 0
