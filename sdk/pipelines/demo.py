@@ -52,6 +52,8 @@ SWEEP_DB = (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
 REPORT_DB = 10.0
 DOMAIN = "hue"
 RX_NAME = "demo-rx"
+RESULTS_VERSION = 1
+"""Bumped whenever a step's result changes shape, so older cached results are redone."""
 
 
 class DemoError(SemedgeError):
@@ -148,7 +150,7 @@ class Demo:
     # ------------------------------------------------------------ cache
 
     def settings(self) -> dict[str, Any]:
-        return {"preset": asdict(self.preset), "seed": self.seed}
+        return {"preset": asdict(self.preset), "seed": self.seed, "version": RESULTS_VERSION}
 
     def step_file(self, step: str) -> Path:
         return self.out / "steps" / f"{step}.json"
