@@ -214,14 +214,15 @@ class Uncoded(nn.Module):
 
     The image is area-downsampled to the largest ``s x s`` whose ``C s^2`` values fit in
     the ``2k`` real channel dimensions, centred at 0.5, power-normalised per image
-    (the gain is assumed known at the receiver), sent over AWGN, de-normalised,
-    bilinearly upsampled and clipped to ``[0, 1]``.
+    (the gain is assumed known at the receiver), sent over ``channel`` (default AWGN; a
+    :class:`~sdk.models.channels.Rayleigh` with equalisation works the same way),
+    de-normalised, bilinearly upsampled and clipped to ``[0, 1]``.
     """
 
-    def __init__(self, channel_uses: int) -> None:
+    def __init__(self, channel_uses: int, channel: nn.Module | None = None) -> None:
         super().__init__()
         self.channel_uses = channel_uses
-        self.awgn = AWGN()
+        self.channel = channel or AWGN()
 
     def forward(self, x: torch.Tensor, snr_db: float | torch.Tensor) -> dict[str, torch.Tensor]:
         b, c, h, w = x.shape
@@ -232,7 +233,7 @@ class Uncoded(nn.Module):
             flat = F.pad(flat, (0, 1))
         sent = normalize_power(flat)
         gain = flat.norm(dim=1, keepdim=True) / sent.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        received = (self.awgn(sent, snr_db) * gain)[:, : c * side * side]
+        received = (self.channel(sent, snr_db) * gain)[:, : c * side * side]
         recon = F.interpolate(
             received.reshape(b, c, side, side) + 0.5, (h, w), mode="bilinear", align_corners=False
         )

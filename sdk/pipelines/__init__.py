@@ -1,0 +1,1 @@
+"""Pipelines that string the SDK's layers together: ``semedge demo`` / ``quickstart``."""

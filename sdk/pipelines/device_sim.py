@@ -1,0 +1,55 @@
+"""A simulated device: the agent in its own process on a pty pair, with its own root.
+
+The host talks to it through a :class:`firmware_bridge.relay.Relay` paced at a real
+serial line rate, exactly as it would to a Jetson on a UART; the agent's root is a plain
+folder, so the host can look at the slots it writes (as a person with a shell would).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+BAUD = 921_600
+AGENT = (sys.executable, "-m", "sdk.cli", "agent")
+
+
+@contextlib.contextmanager
+def simulated_device(root: Path, log: Path, baud: int = BAUD) -> Iterator[Any]:
+    """Start an agent rooted at ``root`` (logging to ``log``); yield a connected flasher."""
+    from firmware_bridge.host import serial_flasher
+    from firmware_bridge.relay import Faults, Relay
+
+    with contextlib.ExitStack() as cleanup:
+        relay = Relay(Faults(rate=baud / 10))  # 8N1: ten bits on the wire per byte
+        cleanup.callback(relay.close)
+        with open(log, "w") as agent_log:
+            agent = subprocess.Popen(
+                [*AGENT, "--port", relay.agent_port, "--root", str(root)],
+                stdout=agent_log,
+                stderr=subprocess.STDOUT,
+            )
+        cleanup.callback(stop, agent)
+        flasher = serial_flasher(relay.host_port, baud, retries=1)
+        cleanup.callback(flasher.link.close)
+        yield flasher
+
+
+def last_words(log: Path) -> str:
+    """The agent log's last line, to name in an error."""
+    said = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+    return said[-1] if said else "nothing"
+
+
+def stop(process: Any) -> None:
+    """Terminate ``process``, and kill it if it has not gone within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
