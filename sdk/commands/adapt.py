@@ -19,7 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     methods = p.add_subparsers(dest="method", metavar="METHOD", required=True)
     z = methods.add_parser(
         "zfda",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="train a sparse additive delta (switchable, bit-exact restore)",
         description="Train sparse additive modifications (ZFDA/SAM) of CKPT on DATA's train "
         "split seen through DOMAIN, and write them as a delta file that `semedge eval "
@@ -94,21 +93,21 @@ def _register_slf(methods: argparse._SubParsersAction) -> None:
         action="store_true",
         help="only list the receiver's decoder layers with their sizes (what ℓ counts)",
     )
-    s.add_argument(
-        "--freeze", type=int, default=0, metavar="L", help="ℓ, decoder layers to freeze (default 0)"
-    )
+    s.add_argument("--freeze", type=int, default=0, metavar="L", help="ℓ, decoder layers to freeze")
     s.add_argument(
         "--freeze-side",
         default="output",
         choices=("output", "input"),
-        help="freeze the ℓ layers nearest the output (default, the seed's) or the input",
+        help="freeze the ℓ layers nearest the output (the seed's) or the input",
     )
     s.add_argument(
         "--data", help="patches | mnist | digits (default: what the transmitter was trained on)"
     )
     s.add_argument("--domain", help="the transmitter's data shift: rotation | contrast | ...")
-    s.add_argument("--strength", type=float, help="domain shift strength (default per domain)")
-    s.add_argument("--limit", type=int, help="use only the first N training images")
+    s.add_argument("--strength", type=float, help="domain shift strength (default: per domain)")
+    s.add_argument(
+        "--limit", type=int, help="use only N training images, spread evenly over the split"
+    )
     s.add_argument(
         "--snr", default="10", help="the transmitter's channel SNR in dB: one value or LOW,HIGH"
     )
@@ -117,20 +116,18 @@ def _register_slf(methods: argparse._SubParsersAction) -> None:
         choices=("awgn", "rayleigh"),
         help="the transmitter's channel (default: its own)",
     )
-    s.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default 300)")
-    s.add_argument("--batch-size", type=int, default=64, help="(default 64)")
-    s.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    s.add_argument(
-        "--weight-decay", type=float, default=0.0, help="on tuned parameters only (default 0)"
-    )
+    s.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
+    s.add_argument("--batch-size", type=int, default=64, help="images per step")
+    s.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    s.add_argument("--weight-decay", type=float, default=0.0, help="on tuned parameters only")
     s.add_argument(
         "--value-dtype",
         default="float32",
         choices=("float32", "float16"),
-        help="package values: float32 (exact, default) or float16 (half the bytes)",
+        help="package values: float32 (exact) or float16 (half the bytes)",
     )
-    s.add_argument("--name", default="slf", help="name of the update (default: slf)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--name", default="slf", help="name of the update")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument(
         "--threads", type=int, help="torch CPU threads (default: all, or 1 if the CPU is busy)"
     )

@@ -76,9 +76,9 @@ def test_help_shows_every_default_and_no_markup(path, parser):
         ("train", "--snr", "0,20"),
         ("train", "--model", "DeepJSCC"),
         ("eval", "--snr", "-5,0,5,10,15,20"),
-        ("adapt zfda", "--epochs", "30"),
+        ("adapt zfda", "--epochs", "12"),
         ("adapt zfda", "--lr-scores", "1.0"),
-        ("adapt zfda", "--lr-values", "0.0001"),
+        ("adapt zfda", "--lr-values", "0.01"),
     ],
 )
 def test_help_text_names_the_defaults_users_ask_for(command, option, default, capsys):
