@@ -159,6 +159,13 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--activate", action="store_true", help="switch the result on after --install/--port"
     )
+    p.add_argument(
+        "--security-counter",
+        type=int,
+        default=0,
+        metavar="N",
+        help="written into the result; a device refuses one below the highest it has (default 0)",
+    )
 
 
 def check_target(args: argparse.Namespace) -> None:
@@ -166,6 +173,9 @@ def check_target(args: argparse.Namespace) -> None:
     from sdk.adapt.ondevice import check_root
     from sdk.errors import SemedgeError
 
+    if not 0 <= args.security_counter < 2**31:
+        raise SemedgeError(f"security counter {args.security_counter} must be between 0 and "
+                           "2**31 - 1")  # fmt: skip
     if args.install:
         check_root(args.install)
     elif args.activate and not args.port:
@@ -255,6 +265,7 @@ def run_slf(args: argparse.Namespace) -> int:
         data = shift_dataset(data, args.domain, args.strength)
     check_compatible(tx, data)
     result = adapt_slf(tx.to(device), rx.to(device), data, config)
+    result.update.extra["security_counter"] = str(args.security_counter)
     out = save_update(result.update, args.out)
     stem = str(out)[: -len(UPDATE_SUFFIX)] if str(out).endswith(UPDATE_SUFFIX) else str(out)
     tx_out = save_checkpoint(result.transmitter, args.tx_out or f"{stem}.tx")
@@ -316,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
     check_compatible(model, shifted)
     history: list[dict[str, float]] = []
     delta = adapt_zfda(model.to(device), shifted, domain, config, history)
+    delta.extra["security_counter"] = str(args.security_counter)
     path = save_delta(delta, args.out, args.index_encoding)
     size = path.stat().st_size
     base = (checkpoint / WEIGHTS).stat().st_size

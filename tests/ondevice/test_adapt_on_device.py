@@ -165,3 +165,17 @@ def test_a_delta_for_another_base_is_refused_and_nothing_installed(device, fresh
     with pytest.raises(WrongBase, match="runs base cdcdcdcdcdcd"):
         install_local(fresh_root, other)
     assert not (fresh_root / "models/jscc/deltas").exists()
+
+
+def test_local_install_refuses_a_lower_security_counter(fresh_root, tmp_path):
+    from firmware_bridge.slots import Downgrade, SlotStore
+    from sdk.adapt.ondevice import install_local
+    from tests.bridge.bridge_helpers import make_delta
+
+    base = SlotStore(fresh_root).fingerprints("jscc")[0]
+    newer = make_delta(tmp_path / "n.delta.safetensors", base, counter=4)
+    older = make_delta(tmp_path / "o.delta.safetensors", base, counter=2)
+    assert "active on A" in install_local(fresh_root, newer, activate=True)
+    with pytest.raises(Downgrade, match="--security-counter 4 or higher"):
+        install_local(fresh_root, older, activate=True)
+    assert not (fresh_root / "models/jscc/deltas" / older.name).exists()
