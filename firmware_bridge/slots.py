@@ -476,7 +476,8 @@ class SlotStore:
         return sorted(slot for slot, c in changes.items() if filename in c.values())
 
     def changes(self, name: str) -> list[dict[str, Any]]:
-        """Every delta/update file of ``name``: size, SHA-256, fingerprints, signed, active on."""
+        """Every delta/update file of ``name``: size, SHA-256, fingerprints, security counter,
+        signed, active on."""
         out = []
         for kind, folder in CHANGE_KINDS.items():
             for path in sorted((self.model_dir(name) / folder).glob(f"*.{kind}.safetensors")):
@@ -490,6 +491,7 @@ class SlotStore:
                     "base_fingerprint": meta.get("base_fingerprint"),
                     "result_fingerprint": meta.get("result_fingerprint"),
                     "domain": meta.get("domain"),
+                    "security_counter": meta.get("security_counter", "0"),
                     "signed": path.with_name(f"{path.name}.sig").is_file(),
                     "active_in": self._active_in(name, path.name),
                 })  # fmt: skip

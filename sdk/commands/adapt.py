@@ -148,13 +148,13 @@ def _register_slf(methods: argparse._SubParsersAction) -> None:
 
 def add_device_options(p: argparse.ArgumentParser) -> None:
     """Where the adaptation runs and which device root or port receives its result."""
-    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N] (default cpu)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N]")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--install", metavar="ROOT", help="on the device: install the result into ROOT"
     )
     where.add_argument("--port", help="from a host: flash the result to the device on PORT")
-    p.add_argument("--baud", type=int, default=921600, help="--port baud rate (default 921600)")
+    p.add_argument("--baud", type=int, default=921600, help="--port baud rate")
     p.add_argument("--model", help="device model the result is for (default: the one it fits)")
     p.add_argument(
         "--activate", action="store_true", help="switch the result on after --install/--port"
@@ -164,7 +164,7 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="written into the result; a device refuses one below the highest it has (default 0)",
+        help="written into the result; a device refuses one below the highest it has",
     )
 
 

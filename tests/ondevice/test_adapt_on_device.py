@@ -179,3 +179,18 @@ def test_local_install_refuses_a_lower_security_counter(fresh_root, tmp_path):
     with pytest.raises(Downgrade, match="--security-counter 4 or higher"):
         install_local(fresh_root, older, activate=True)
     assert not (fresh_root / "models/jscc/deltas" / older.name).exists()
+
+
+def test_train_and_eval_read_the_same_folder(tmp_path, capsys):
+    """`semedge train --data DIR` reads the folder at the --arg size and records it, so
+    `semedge eval` on the checkpoint reads the same folder by default."""
+    frames = write_frames(tmp_path / "frames" / "train", count=6)
+    write_frames(tmp_path / "frames" / "val", count=3)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(frames.parent), "--epochs", "1", "--batch-size", "3",
+            "--arg", "hidden=4", "--arg", "image_size=16", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out / "checkpoint"), "--split", "val", "--snr", "10", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(r["psnr"] > 0 for r in rows)
