@@ -25,6 +25,8 @@ from typing import Any
 from firmware_bridge import protocol as p
 from firmware_bridge import signing
 from firmware_bridge.slots import (
+    ChangeError,
+    Downgrade,
     InUse,
     NoSuchFile,
     SlotError,
@@ -46,6 +48,7 @@ CHANGE_CODES = (
     (NoSuchFile, p.Code.NO_FILE),
     (WrongBase, p.Code.WRONG_BASE),
     (InUse, p.Code.IN_USE),
+    (Downgrade, p.Code.DOWNGRADE),
 )
 
 
@@ -354,7 +357,7 @@ class Agent:
                     signature.read_bytes() if signature.is_file() else None,
                 )
             return self.store.apply_change(name, target)
-        except (NoSuchFile, WrongBase, InUse) as exc:
+        except (NoSuchFile, WrongBase, InUse, Downgrade) as exc:
             code = next(c for cls, c in CHANGE_CODES if isinstance(exc, cls))
             raise Refusal(code, str(exc)) from None
 
@@ -457,8 +460,14 @@ class Agent:
             raise Refusal(p.Code.BAD_NAME, str(exc)) from None
         if kind != req["kind"]:
             raise Refusal(p.Code.BAD_NAME, f"{filename} is not named like a {req['kind']}")
-        self._check_base(self._model(req.get("model"), fingerprint=base), base)
+        name = self._model(req.get("model"), fingerprint=base)
+        self._check_base(name, base)
         self._check_signature(bytes.fromhex(req["sha256"]), signature)
+        try:  # the announced counter; the received file's is checked again on install
+            self.store.check_counter(name, filename, req.get("header", {}))
+        except ChangeError as exc:
+            code = p.Code.DOWNGRADE if isinstance(exc, Downgrade) else p.Code.BAD_REQUEST
+            raise Refusal(code, str(exc)) from None
         return 2 * int(req["size"])
 
     def _check_base(self, name: str, fingerprint: Any) -> None:
@@ -522,6 +531,8 @@ class Agent:
             name = manifest["model"]["name"]
             self.staged[name] = self.store.stage(name, path)
             return {"model": name, "slot": self.staged[name]}
+        except Downgrade as exc:
+            raise Refusal(p.Code.DOWNGRADE, str(exc)) from None
         except (SlotError, artifact.ArtifactError, ValueError) as exc:
             raise Refusal(p.Code.VERIFY_FAILED, str(exc)) from None
         finally:

@@ -265,9 +265,9 @@ class Flasher:
             blob = path
             header = delta_header(path.read_bytes())
             kind = "update" if path.name.endswith(signing.UPDATE_SUFFIX) else "delta"
+            announced = ("base_fingerprint", "domain", "security_counter")
             begin: dict[str, Any] = {"kind": kind, "filename": path.name, "model": model,
-                     "header": {"base_fingerprint": header.get("base_fingerprint"),
-                                "domain": header.get("domain")}}  # fmt: skip
+                     "header": {k: header.get(k) for k in announced if k in header}}  # fmt: skip
         else:
             blob = path if path.is_file() else artifact.pack(path, tmp / "artifact.tar")
             artifact.verify_artifact(blob)

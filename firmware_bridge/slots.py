@@ -75,6 +75,21 @@ class InUse(ChangeError):
     """The file or slot is active (or confirmed): deactivate it first."""
 
 
+class Downgrade(ChangeError):
+    """A delta/update whose security counter is below the highest installed for the model."""
+
+
+def change_counter(header: dict[str, Any], filename: str) -> int:
+    """The ``security_counter`` a delta/update header carries (0 if it has none)."""
+    try:
+        counter = int(header.get("security_counter", 0))
+    except (TypeError, ValueError):
+        counter = -1
+    if not 0 <= counter < 2**31:
+        raise ChangeError(f"{filename} has a malformed security_counter; adapt it again")
+    return counter
+
+
 CHANGE_KINDS = {"delta": "deltas", "update": "updates"}
 """Weight-change kinds (ZFDA deltas, SLF updates) and the folder each lives in."""
 EMPTY_CHANGES = {"delta": None, "update": None}
@@ -158,7 +173,8 @@ def write_atomic(path: Path, data: bytes, step: str | None = None) -> None:
 
 
 def read_state(model_dir: Path) -> dict[str, Any]:
-    """A model's ``state.json``: ``active``, ``confirmed``, ``test``, ``security_counter`` and
+    """A model's ``state.json``: ``active``, ``confirmed``, ``test``, ``security_counter``,
+    ``change_counter`` (the highest security counter of a delta/update ever installed) and
     per-slot active ``changes`` (read-only; what an app reads too).
 
     A format-1 file (no ``confirmed``) reads as its meaning was: the active slot is
@@ -169,7 +185,7 @@ def read_state(model_dir: Path) -> dict[str, Any]:
         state = json.loads(path.read_text())
     except FileNotFoundError:
         return {"active": None, "confirmed": None, "test": None, "security_counter": 0,
-                "changes": {}}  # fmt: skip
+                "change_counter": 0, "changes": {}}  # fmt: skip
     except (OSError, ValueError) as exc:
         raise SlotError(f"{path} is unreadable ({exc}); reinstall the model") from None
     if "confirmed" not in state:
@@ -179,6 +195,7 @@ def read_state(model_dir: Path) -> dict[str, Any]:
         "confirmed": state["confirmed"],
         "test": state.get("test") if state["active"] != state["confirmed"] else None,
         "security_counter": int(state.get("security_counter", 0)),
+        "change_counter": int(state.get("change_counter", 0)),
         "changes": {k: v for k, v in (state.get("changes") or {}).items() if any(v.values())},
     }
 
@@ -418,15 +435,32 @@ class SlotStore:
     def change_path(self, name: str, filename: str) -> Path:
         return self.model_dir(name) / CHANGE_KINDS[change_kind(filename)] / filename
 
+    def check_counter(self, name: str, filename: str, header: dict[str, Any]) -> int:
+        """The change's security counter; :class:`Downgrade` if it is below the highest
+        installed for ``name`` (an old, replayed file)."""
+        counter, floor = change_counter(header, filename), self.state(name)["change_counter"]
+        if counter < floor:
+            raise Downgrade(
+                f"{filename} has security counter {counter}, below the highest installed "
+                f"({floor}) for {name}; adapt it again with --security-counter {floor} or higher"
+            )
+        return counter
+
     def install_change(
         self, name: str, src: Path, filename: str, signature: bytes | None = None
     ) -> Path:
         """Place a delta/update file (and its ``.sig``) beside the model, atomically; a file
-        of that name that is active somewhere is refused (deactivate it first)."""
+        of that name that is active somewhere is refused (deactivate it first), as is one
+        whose security counter is below the highest installed. A higher counter is written
+        to the state *before* the file lands, so a power cut never leaves a lower floor."""
         path = self.change_path(name, filename)
         if path.exists() and self._active_in(name, filename):
             raise InUse(f"{filename} is active on {name}; deactivate it before replacing it")
+        counter = self.check_counter(name, filename, read_header(src))
         path.parent.mkdir(parents=True, exist_ok=True)
+        state = self.state(name)
+        if counter > state["change_counter"]:
+            self._write_state(name, {**state, "change_counter": counter}, step="change-counter")
         if signature:
             write_atomic(path.with_name(f"{filename}.sig"), signature)
         else:
@@ -439,7 +473,8 @@ class SlotStore:
         return sorted(slot for slot, c in changes.items() if filename in c.values())
 
     def changes(self, name: str) -> list[dict[str, Any]]:
-        """Every delta/update file of ``name``: size, SHA-256, fingerprints, signed, active on."""
+        """Every delta/update file of ``name``: size, SHA-256, fingerprints, security counter,
+        signed, active on."""
         out = []
         for kind, folder in CHANGE_KINDS.items():
             for path in sorted((self.model_dir(name) / folder).glob(f"*.{kind}.safetensors")):
@@ -453,6 +488,7 @@ class SlotStore:
                     "base_fingerprint": meta.get("base_fingerprint"),
                     "result_fingerprint": meta.get("result_fingerprint"),
                     "domain": meta.get("domain"),
+                    "security_counter": meta.get("security_counter", "0"),
                     "signed": path.with_name(f"{path.name}.sig").is_file(),
                     "active_in": self._active_in(name, path.name),
                 })  # fmt: skip
@@ -481,7 +517,9 @@ class SlotStore:
         if not path.is_file():
             raise NoSuchFile(f"no {kind} {filename} on {name}; flash it first (see: semedge "
                               "device list)")  # fmt: skip
-        base = read_header(path).get("base_fingerprint")
+        header = read_header(path)
+        self.check_counter(name, filename, header)
+        base = header.get("base_fingerprint")
         current = self.active_changes(name)
         bases = self.fingerprints(name)
         if kind == "update":

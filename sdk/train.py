@@ -218,6 +218,18 @@ def build_for_data(name: str, args: Mapping[str, Any], dataset: ImageDataset) ->
     return build_model(name, **{**{k: v for k, v in filled.items() if k in takes}, **args})
 
 
+FOLDER_SHAPE = (3, 32, 32)
+"""The image shape a folder of images is read at when ``--arg`` does not say."""
+
+
+def folder_shape(args: Mapping[str, Any]) -> tuple[int, int, int]:
+    """The ``[C, H, W]`` to read a folder of the user's images at, for a model built with
+    ``args`` (its ``in_channels`` and ``image_size``, else :data:`FOLDER_SHAPE`)."""
+    channels = int(args.get("in_channels", FOLDER_SHAPE[0]))
+    size = int(args.get("image_size", FOLDER_SHAPE[1]))
+    return (channels, size, size)
+
+
 def train(
     model: nn.Module,
     train_set: Dataset,

@@ -209,10 +209,16 @@ class _SAM(nn.Module):
         self.k = dict(budget)
         self.base = {n: params[n].detach() for n in self.names}
         self.scores = nn.ParameterList(
-            [nn.Parameter(torch.zeros(params[n].numel())) for n in self.names]
+            [
+                nn.Parameter(torch.zeros(params[n].numel(), device=params[n].device))
+                for n in self.names
+            ]
         )
         self.values = nn.ParameterList(
-            [nn.Parameter(torch.zeros(params[n].numel())) for n in self.names]
+            [
+                nn.Parameter(torch.zeros(params[n].numel(), device=params[n].device))
+                for n in self.names
+            ]
         )
         self.hard: list[torch.Tensor] = []
 
@@ -248,9 +254,11 @@ def _loss(
     batch: dict[str, torch.Tensor],
     config: ZFDAConfig,
 ) -> torch.Tensor:
+    device = next(model.parameters()).device  # CPU or a GPU
+    batch = {k: v.to(device) for k, v in batch.items()}
     x = batch["image"]
     lo, hi = config.snr_db
-    snr = lo + (hi - lo) * torch.rand(x.shape[0])
+    snr = lo + (hi - lo) * torch.rand(x.shape[0], device=device)
     outputs = torch.func.functional_call(model, weights, (x, snr))
     return weighted_sum(training_losses(model, outputs, batch), config.loss_weights)
 
@@ -387,8 +395,8 @@ def _to_delta(
         for name, hard, v in zip(sam.names, sam.hard, sam.values, strict=True):
             idx = torch.nonzero(hard).flatten()
             entries[name] = DeltaEntry(
-                idx.numpy().astype(np.int64),
-                v[idx].numpy().astype(config.value_dtype),
+                idx.cpu().numpy().astype(np.int64),
+                v[idx].cpu().numpy().astype(config.value_dtype),
                 tuple(params[name].shape),
             )
     extra = {

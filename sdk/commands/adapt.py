@@ -4,10 +4,18 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sdk.data import ImageDataset
     from sdk.models.base import Transceiver
+
+DATA_HELP = (
+    "a folder of your own images (PNG/JPEG/.npy, any size: centre-cropped and resized to the "
+    "model's input, see docs/data.md) or patches | mnist | digits (default: what the "
+    "checkpoint was trained on)"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,13 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "checkpoint", help="checkpoint folder (or semedge train --out folder) the delta is for"
     )
     z.add_argument(
-        "--domain", required=True, help="local domain: rotation | perspective | contrast | hue"
+        "--domain",
+        help="synthetic shift of a dataset: rotation | perspective | contrast | hue; with a "
+        "folder --data only the delta's name (default: the folder's name), nothing is shifted",
     )
     z.add_argument("--strength", type=float, help="domain shift strength (default: per domain)")
-    z.add_argument(
-        "--data",
-        help="patches | mnist | digits (default: what the checkpoint was trained on)",
-    )
+    z.add_argument("--data", metavar="DIR|NAME", help=DATA_HELP)
     z.add_argument(
         "--limit", type=int, help="use only N training images, spread evenly over the split"
     )
@@ -63,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     z.add_argument("--seed", type=int, default=0, help="random seed")
     z.add_argument("--out", required=True, help="delta file to write (*.delta.safetensors)")
+    add_device_options(z)
     z.set_defaults(func=run)
     _register_slf(methods)
 
@@ -100,9 +108,7 @@ def _register_slf(methods: argparse._SubParsersAction) -> None:
         choices=("output", "input"),
         help="freeze the ℓ layers nearest the output (the seed's) or the input",
     )
-    s.add_argument(
-        "--data", help="patches | mnist | digits (default: what the transmitter was trained on)"
-    )
+    s.add_argument("--data", metavar="DIR|NAME", help=DATA_HELP)
     s.add_argument("--domain", help="the transmitter's data shift: rotation | contrast | ...")
     s.add_argument("--strength", type=float, help="domain shift strength (default: per domain)")
     s.add_argument(
@@ -135,7 +141,64 @@ def _register_slf(methods: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--tx-out", help="where to save the adapted transmitter (default: next to --out, .tx)"
     )
+    add_device_options(s)
     s.set_defaults(func=run_slf)
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """Where the adaptation runs and which device root or port receives its result."""
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N]")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--install", metavar="ROOT", help="on the device: install the result into ROOT"
+    )
+    where.add_argument("--port", help="from a host: flash the result to the device on PORT")
+    p.add_argument("--baud", type=int, default=921600, help="--port baud rate")
+    p.add_argument("--model", help="device model the result is for (default: the one it fits)")
+    p.add_argument(
+        "--activate", action="store_true", help="switch the result on after --install/--port"
+    )
+    p.add_argument(
+        "--security-counter",
+        type=int,
+        default=0,
+        metavar="N",
+        help="written into the result; a device refuses one below the highest it has",
+    )
+
+
+def check_target(args: argparse.Namespace) -> None:
+    """Refuse a bad --install/--activate before any training is done."""
+    from sdk.adapt.ondevice import check_root
+    from sdk.errors import SemedgeError
+
+    if not 0 <= args.security_counter < 2**31:
+        raise SemedgeError(f"security counter {args.security_counter} must be between 0 and "
+                           "2**31 - 1")  # fmt: skip
+    if args.install:
+        check_root(args.install)
+    elif args.activate and not args.port:
+        raise SemedgeError("--activate needs --install ROOT or --port PORT")
+
+
+def deliver(args: argparse.Namespace, path: Path) -> None:
+    """Hand the written delta/update to the device named by --install or --port."""
+    from sdk.adapt.ondevice import install_local, push
+    from sdk.runtime.trust import device_key
+
+    if args.install:
+        print(install_local(args.install, path, model=args.model, activate=args.activate,
+                            trusted_key=device_key()))  # fmt: skip
+    elif args.port:
+        print(push(args.port, path, model=args.model, activate=args.activate, baud=args.baud))
+
+
+def training_set(checkpoint: str | Path, data: str | None, model: Any) -> ImageDataset:
+    """The training images for ``model``: a folder of the user's images or a dataset."""
+    from sdk.data import sample_set
+    from sdk.train import dataset_of
+
+    return sample_set(model.input_shape, dataset_of(checkpoint, data), "train")
 
 
 def run_slf(args: argparse.Namespace) -> int:
@@ -168,11 +231,11 @@ def run_slf(args: argparse.Namespace) -> int:
         raise SLFError("give --tx CKPT and --out FILE.update.safetensors (or --list-layers)")
     import torch
 
-    from sdk.data import load_dataset
+    from sdk.adapt.ondevice import torch_device
     from sdk.data.shifts import shift_dataset
     from sdk.evaluate import check_compatible
     from sdk.options import parse_snrs
-    from sdk.train import dataset_of, default_threads
+    from sdk.train import default_threads
 
     snrs = parse_snrs(args.snr)
     config = SLFConfig(
@@ -190,15 +253,18 @@ def run_slf(args: argparse.Namespace) -> int:
     )
     config.validate()
     split_layers(decoder_layers(rx), args.freeze, args.freeze_side)  # a bad ℓ fails before data
+    device = torch_device(args.device)
+    check_target(args)
     torch.set_num_threads(args.threads or default_threads())
-    data = load_dataset(dataset_of(args.tx, args.data), "train")
+    tx: Transceiver = load_checkpoint(args.tx)  # type: ignore[assignment]
+    data = training_set(args.tx, args.data, tx)
     if args.limit:
         data = data.spread(args.limit)
     if args.domain:
         data = shift_dataset(data, args.domain, args.strength)
-    tx: Transceiver = load_checkpoint(args.tx)  # type: ignore[assignment]
     check_compatible(tx, data)
-    result = adapt_slf(tx, rx, data, config)
+    result = adapt_slf(tx.to(device), rx.to(device), data, config)
+    result.update.extra["security_counter"] = str(args.security_counter)
     out = save_update(result.update, args.out)
     stem = str(out)[: -len(UPDATE_SUFFIX)] if str(out).endswith(UPDATE_SUFFIX) else str(out)
     tx_out = save_checkpoint(result.transmitter, args.tx_out or f"{stem}.tx")
@@ -216,6 +282,7 @@ def run_slf(args: argparse.Namespace) -> int:
         f"{result.history[-1]['loss']:.4f}"
     )
     print(f"adapted transmitter: {tx_out}; receiver: semedge update apply {args.rx} {out}")
+    deliver(args, out)
     return 0
 
 
@@ -253,13 +320,14 @@ def zfda_options(z: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sdk.adapt.ondevice import torch_device
     from sdk.adapt.zfda import ZFDAConfig, ZFDAError, adapt_zfda
     from sdk.checkpoint import WEIGHTS, load_checkpoint, resolve
-    from sdk.data import load_dataset
+    from sdk.data import names_folder
     from sdk.data.shifts import shift_dataset
     from sdk.delta import save_delta
     from sdk.evaluate import check_compatible
-    from sdk.train import dataset_of, loss_weights_of
+    from sdk.train import loss_weights_of
 
     config = ZFDAConfig(
         sparsity=args.sparsity,
@@ -277,26 +345,35 @@ def run(args: argparse.Namespace) -> int:
         values_optimizer=args.values_optimizer,
     )
     config.validate()
+    device = torch_device(args.device)
+    check_target(args)
     checkpoint = resolve(args.checkpoint)
     config.loss_weights = loss_weights_of(checkpoint)  # adapt with what it was trained with
-    data = load_dataset(dataset_of(checkpoint, args.data), "train")
+    folder = names_folder(args.data)
+    if not folder and not args.domain:
+        raise ZFDAError("give --domain (the shift to adapt to), or --data DIR of your own images")
+    model = load_checkpoint(checkpoint)
+    data = training_set(checkpoint, args.data, model)
     if args.limit is not None:
         if args.limit < 1:
             raise ZFDAError(f"--limit {args.limit} must be at least 1 (training images to use)")
         data = data.spread(args.limit)  # every class: mnist's split is sorted by digit
-    shifted = shift_dataset(data, args.domain, args.strength)  # a bad --domain fails fast
-    model = load_checkpoint(checkpoint)
+    # a folder already is the domain; a dataset is shifted into it (a bad --domain fails fast)
+    shifted = data if folder else shift_dataset(data, args.domain, args.strength)
+    domain = args.domain or Path(args.data).resolve().name
     check_compatible(model, shifted)
     history: list[dict[str, float]] = []
-    delta = adapt_zfda(model, shifted, args.domain, config, history)
+    delta = adapt_zfda(model.to(device), shifted, domain, config, history)
+    delta.extra["security_counter"] = str(args.security_counter)
     path = save_delta(delta, args.out, args.index_encoding)
     size = path.stat().st_size
     base = (checkpoint / WEIGHTS).stat().st_size
     summary = delta.summary()
     print(
-        f"wrote {path}: domain {args.domain}, {delta.nnz} entries "
+        f"wrote {path}: domain {domain}, {delta.nnz} entries "
         f"({summary['percent_of_adapted']:.3f} % of {summary['adapted_parameters']} {args.side} "
         f"weights), {size} bytes ({100 * size / base:.2f} % of the checkpoint); "
         f"loss {history[0]['loss']:.5f} -> {history[-1]['loss']:.5f}"
     )
+    deliver(args, path)
     return 0

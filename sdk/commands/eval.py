@@ -68,7 +68,7 @@ def load_model(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from sdk.data import load_dataset
+    from sdk.data import sample_set
     from sdk.evaluate import (
         check_compatible,
         evaluate,
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     for figure in (args.plot, args.examples):
         check_figure_path(figure)
     model = load_model(args)
-    dataset = load_dataset(dataset_of(args.checkpoint, args.data), args.split)
+    dataset = sample_set(model.input_shape, dataset_of(args.checkpoint, args.data), args.split)
     check_compatible(model, dataset)
     shift = {"domain": args.domain, "strength": args.strength}
     rows: list[dict[str, Any]] = []

@@ -15,7 +15,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Works the same under torchrun (DistributedDataParallel, rank 0 writes).",
     )
     p.add_argument("--model", default="DeepJSCC", help="model family (see: semedge models)")
-    p.add_argument("--data", default="patches", help="patches | mnist | digits")
+    p.add_argument(
+        "--data",
+        default="patches",
+        metavar="NAME|DIR",
+        help="patches | mnist | digits, or a folder of your own images (read at in_channels x "
+        "image_size² from --arg, default 3 x 32²; train/ and val/ subfolders if present)",
+    )
     p.add_argument("--epochs", type=int, default=10, help="passes over the training set")
     p.add_argument("--batch-size", type=int, default=64, help="images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -61,13 +67,14 @@ def how_to_continue(args: argparse.Namespace, argv: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sdk.data import load_dataset
+    from sdk.data import names_folder, sample_set
     from sdk.options import parse_pairs, parse_snrs
     from sdk.train import (
         TrainConfig,
         TrainError,
         build_for_data,
         default_threads,
+        folder_shape,
         history_table,
         train,
     )
@@ -87,9 +94,11 @@ def run(args: argparse.Namespace) -> int:
     )
     config.validate()
     torch.set_num_threads(args.threads or default_threads())
-    train_set, val_set = load_dataset(args.data, "train"), load_dataset(args.data, "val")
+    model_args = parse_pairs(args.arg, "--arg")
+    shape = folder_shape(model_args) if names_folder(args.data) else None
+    train_set, val_set = sample_set(shape, args.data, "train"), sample_set(shape, args.data, "val")
     torch.manual_seed(args.seed)
-    model = build_for_data(args.model, parse_pairs(args.arg, "--arg"), train_set)
+    model = build_for_data(args.model, model_args, train_set)
     history = train(model, train_set, config, args.out, val_set=val_set, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":
         print(history_table(history))

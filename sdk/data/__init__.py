@@ -1,7 +1,7 @@
 """Offline datasets (real data shipped by pip packages), a user's folder, domain shifts."""
 
 from sdk.data.datasets import DATASETS, SPLITS, DataError, ImageDataset, load_dataset
-from sdk.data.samples import DATASET_FOR_SHAPE, load_folder, sample_images, sample_set
+from sdk.data.samples import DATASET_FOR_SHAPE, load_folder, names_folder, sample_images, sample_set
 
 __all__ = [
     "DATASETS",
@@ -11,6 +11,7 @@ __all__ = [
     "ImageDataset",
     "load_dataset",
     "load_folder",
+    "names_folder",
     "sample_images",
     "sample_set",
 ]

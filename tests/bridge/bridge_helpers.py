@@ -36,9 +36,9 @@ def make_artifact(
     return artifact.write_artifact(where, manifest, {"model.onnx": payload})
 
 
-def make_delta(path: Path, base_fingerprint: str, size: int = 3000) -> Path:
+def make_delta(path: Path, base_fingerprint: str, size: int = 3000, counter: int = 0) -> Path:
     """A valid delta (``size`` bytes of random float32 values) for a made-up parameter ``w``
-    of a base with that fingerprint; numpy + safetensors, no torch."""
+    of a base with that fingerprint, with security counter ``counter``; no torch."""
     import numpy as np
 
     from sdk.delta import Delta, DeltaEntry, save_delta
@@ -46,11 +46,13 @@ def make_delta(path: Path, base_fingerprint: str, size: int = 3000) -> Path:
     count = size // 4
     values = np.random.default_rng(1).standard_normal(count).astype(np.float32)
     entry = DeltaEntry(np.arange(count, dtype=np.int64), values, (2 * count,))
-    return save_delta(Delta("rotation", base_fingerprint, 0.5, {"w": entry}), path, "int32")
+    extra = {"security_counter": str(counter)}
+    delta = Delta("rotation", base_fingerprint, 0.5, {"w": entry}, extra=extra)
+    return save_delta(delta, path, "int32")
 
 
 def make_update(
-    path: Path, base_fingerprint: str, result_fingerprint: str, size: int = 3000
+    path: Path, base_fingerprint: str, result_fingerprint: str, size: int = 3000, counter: int = 0
 ) -> Path:
     """A valid SLF update package (``size`` bytes of float32 values for a made-up ``w``)
     turning the base with ``base_fingerprint`` into ``result_fingerprint``; no torch."""
@@ -59,7 +61,9 @@ def make_update(
     from sdk.delta import Update, save_update
 
     values = np.random.default_rng(2).standard_normal(size // 4).astype(np.float32)
-    return save_update(Update("partner", base_fingerprint, result_fingerprint, {"w": values}), path)
+    extra = {"security_counter": str(counter)}
+    update = Update("partner", base_fingerprint, result_fingerprint, {"w": values}, extra=extra)
+    return save_update(update, path)
 
 
 CLI = [sys.executable, "-m", "sdk.cli"]

@@ -4,7 +4,8 @@ deactivate/roll back, remove a file or slot), against the tables in docs/flashin
 
 After every step: a confirmed build exists whenever one existed before (and changes only
 by a CONFIRM or a permanent activation), what ``describe()`` (the STATUS reply) says
-matches the files on disk and the table, and every active change is a file on disk.
+matches the files on disk and the table, every active change is a file on disk, and the
+change security counter (the highest installed) never goes down, even across power cuts.
 """
 
 from __future__ import annotations
@@ -31,13 +32,16 @@ STORE_STEPS = ("leave-test-written", "leave-test-renamed", "extracted", "old-rem
                "renamed", "state-written", "state-renamed")  # fmt: skip
 """Every crash point a SlotStore write passes (the agent's own ones are tested over ptys)."""
 BASE, RESULT = "ab" * 32, "12" * 32  # every build's base; the update's result
-CHANGES = {  # file -> (base, result of an update)
-    "d1.delta.safetensors": (BASE, None),
-    "d2.delta.safetensors": (BASE, None),
-    "alien.delta.safetensors": ("34" * 32, None),
-    "u.update.safetensors": (BASE, RESULT),
-    "on-u.delta.safetensors": (RESULT, None),
+CHANGES = {  # file -> (base, result of an update, security counter)
+    "d1.delta.safetensors": (BASE, None, 0),
+    "d2.delta.safetensors": (BASE, None, 2),
+    "alien.delta.safetensors": ("34" * 32, None, 0),
+    "u.update.safetensors": (BASE, RESULT, 1),
+    "on-u.delta.safetensors": (RESULT, None, 1),
 }
+CHANGE_STEPS = ("change-counter-written", "change-counter-renamed", "change-written",
+                "change-renamed")  # fmt: skip
+"""Crash points of installing a change: the raised counter, then the file."""
 
 
 class PowerCut(BaseException):
@@ -46,11 +50,11 @@ class PowerCut(BaseException):
 
 @cache
 def change_file(name: str) -> Path:
-    base, result = CHANGES[name]
+    base, result, counter = CHANGES[name]
     where = Path(tempfile.mkdtemp(prefix="semedge-changes-"))
     if result is None:
-        return make_delta(where / name, base, 200)
-    return make_update(where / name, base, result, 200)
+        return make_delta(where / name, base, 200, counter)
+    return make_update(where / name, base, result, 200, counter)
 
 
 @cache
@@ -81,6 +85,7 @@ class SlotMachine(RuleBasedStateMachine):
         self.ever_confirmed: str | None = None  # version confirmed most recently
         self.installed: set[str] = set()  # change files on the device
         self.on: dict[str, dict[str, str]] = {}  # slot -> {kind: file} active there
+        self.floor = 0  # highest security counter of a change installed
 
     def teardown(self) -> None:
         self.no_fsync.undo()
@@ -124,8 +129,8 @@ class SlotMachine(RuleBasedStateMachine):
         change file present (so short runs reach the change verbs' interesting states)."""
         if installed:
             self.flash("1", "permanent", 0)
-            for name in CHANGES:
-                self.install_change(name)
+            for name in sorted(CHANGES, key=lambda n: CHANGES[n][2]):
+                self.install_change(name, None)
 
     @rule(version=st.sampled_from(VERSIONS), mode=st.sampled_from(("test", "permanent", "none")),
           attempts=st.integers(0, 1))  # fmt: skip
@@ -199,19 +204,34 @@ class SlotMachine(RuleBasedStateMachine):
                 self.run_build(slot, mode, 0)
         self.restart()
 
-    @rule(name=st.sampled_from(sorted(CHANGES)))
-    def install_change(self, name: str) -> None:
-        if any(name in on.values() for on in self.on.values()):
-            with pytest.raises(InUse):
+    @rule(name=st.sampled_from(sorted(CHANGES)), cut=st.sampled_from((None, *CHANGE_STEPS)))
+    def install_change(self, name: str, cut: str | None) -> None:
+        refusal = (
+            InUse
+            if any(name in on.values() for on in self.on.values())
+            else slots.Downgrade
+            if CHANGES[name][2] < self.floor
+            else None
+        )
+        if refusal:
+            with pytest.raises(refusal):
                 self.store.install_change("rx", change_file(name), name)
             return
-        self.store.install_change("rx", change_file(name), name)
-        self.installed.add(name)
+        raises = CHANGES[name][2] > self.floor
+        done = self.powered(lambda: self.store.install_change("rx", change_file(name), name), cut)
+        if raises and cut != "change-counter-written":
+            self.floor = CHANGES[name][2]
+        if done or cut == "change-renamed":
+            self.installed.add(name)
+        if not done:
+            self.restart()
 
     def expected_apply(self, name: str) -> type[SlotError] | None:
         """The table's refusal of activating ``name`` now, or None if it applies."""
         if self.active is None or name not in self.installed:
             return NoSuchFile
+        if CHANGES[name][2] < self.floor:
+            return slots.Downgrade
         on = self.on.get(self.active, {})
         bases = [BASE] + ([RESULT] if "update" in on else [])
         if change_kind(name) == "update":
@@ -307,6 +327,10 @@ class SlotMachine(RuleBasedStateMachine):
             assert state["confirmed"] is not None
             held = artifact.verify_artifact(self.store.model_dir("rx") / state["confirmed"])
             assert held["model"]["version"] == self.ever_confirmed
+
+    @invariant()
+    def the_change_counter_never_goes_down(self) -> None:
+        assert self.store.state("rx")["change_counter"] == self.floor
 
     @invariant()
     def status_matches_the_table_and_the_files(self) -> None:

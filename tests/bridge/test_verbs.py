@@ -221,7 +221,7 @@ def test_model_inferred_from_the_base_fingerprint(tmp_path):
         assert "tx: delta d.delta.safetensors active" in dev.ok(
             "activate-delta", "d.delta.safetensors"
         )
-        assert "models fit" in dev.refused("deactivate-delta", code="NO_MODEL")
+        assert "2 models fit (rx, tx)" in dev.refused("deactivate-delta", code="NO_MODEL")
     finally:
         dev.close()
 

@@ -24,7 +24,7 @@ def _empty(tmp_path, model):
 
 def _wrong_npy(tmp_path, model):
     (tmp_path / "npy").mkdir()
-    np.save(tmp_path / "npy" / "a.npy", np.zeros((4, 3, 8, 8), np.float32))
+    np.save(tmp_path / "npy" / "a.npy", np.zeros((4, 2, 8, 8), np.float32))
     return model, ["--data", str(tmp_path / "npy")]
 
 

@@ -1,0 +1,120 @@
+"""Where on-device adaptation runs and where its result goes.
+
+``semedge adapt zfda|slf`` train on a user's own images (:func:`sdk.data.sample_set`) on
+the CPU or a CUDA device (:func:`torch_device`), then hand the delta or update to a
+device the way the agent would take it:
+
+* :func:`install_local` (``--install ROOT``, on the device itself): through the agent's
+  :class:`~firmware_bridge.slots.SlotStore` — the model is the one whose running base
+  the file names, the signature is checked where the device trusts a key, the file is
+  placed atomically and, with ``activate``, switched on in ``state.json``. An app that
+  follows the device (:meth:`sdk.Runtime.open_device`) picks it up on its next poll.
+* :func:`push` (``--port PORT``, from a host): flashed over the link with the flasher
+  (resumable, hash-checked), then activated with the device verbs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from firmware_bridge import signing
+from firmware_bridge.slots import NoSuchFile, SlotStore, WrongBase, change_kind, read_header
+from sdk.errors import SemedgeError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def torch_device(name: str) -> torch.device:
+    """``cpu`` or ``cuda[:N]`` as a torch device; one-line error where torch sees no GPU."""
+    import torch
+
+    if name != "cpu" and not name.startswith("cuda"):
+        raise SemedgeError(f"--device {name!r}: choose cpu or cuda (cuda:N for GPU N)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SemedgeError(
+            f"--device {name}: torch sees no CUDA device here (torch {torch.__version__}); "
+            "run with --device cpu or install a CUDA build of torch"
+        )
+    return torch.device(name)
+
+
+def check_root(root: str | Path) -> None:
+    """One-line error unless ``root`` is a device root (checked before any training)."""
+    if not (Path(root) / "models").is_dir():
+        raise NoSuchFile(f"{root} is not a device root (no models/ in it); flash a model first")
+
+
+def _model_for(store: SlotStore, base: object, model: str | None) -> str:
+    """``model``, else the installed model whose running build the change was made for."""
+    installed = store.models()
+    if model is not None:
+        if model not in installed:
+            raise NoSuchFile(
+                f"no installed model {model!r} under {store.root} (installed: "
+                f"{', '.join(installed) or 'none'}); flash it first"
+            )
+        return model
+    fitting = [m for m in installed if base in store.fingerprints(m)]
+    if len(fitting) == 1:
+        return fitting[0]
+    if not fitting:
+        raise WrongBase(
+            f"no model under {store.root} runs base {str(base)[:12]}… "
+            f"(installed: {', '.join(installed) or 'none'}); adapt against the running model"
+        )
+    raise SemedgeError(f"{len(fitting)} models fit ({', '.join(fitting)}); name one with --model")
+
+
+def install_local(
+    root: str | Path,
+    path: str | Path,
+    *,
+    model: str | None = None,
+    activate: bool = False,
+    trusted_key: bytes | None = None,
+) -> str:
+    """Install a delta/update file into the device root ``root`` as the agent does; returns
+    what changed. Checks name, base and signature before anything is written."""
+    path = Path(path)
+    change_kind(path.name)
+    check_root(root)
+    store = SlotStore(root)
+    base = read_header(path).get("base_fingerprint")
+    name = _model_for(store, base, model)
+    if base not in store.fingerprints(name):
+        raise WrongBase(
+            f"{path.name} is for base {str(base)[:12]}…, not the running build of {name}; "
+            "adapt against the running model"
+        )
+    signature = signing.read_signature(path)
+    if trusted_key is not None:
+        digest = hashlib.sha256(path.read_bytes()).digest()
+        try:
+            signing.verify_bytes(digest, signature, trusted_key)
+        except signing.SignatureError as exc:
+            raise signing.SignatureError(f"{path.name} refused: {exc}") from None
+    store.install_change(name, path, path.name, signature)
+    said = f"installed {path.name} for {name} in {root}"
+    return f"{said}; {store.apply_change(name, path.name)}" if activate else said
+
+
+def push(
+    port: str, path: str | Path, *, model: str | None = None, activate: bool = False, baud: int
+) -> str:
+    """Flash a delta/update file to the device on ``port`` and optionally switch it on."""
+    from firmware_bridge import remote
+    from firmware_bridge.host import serial_flasher
+
+    flasher = serial_flasher(port, baud)
+    try:
+        result = flasher.flash(path, model=model)
+        said = f"flashed {Path(path).name} to {result['model']} on {port}"
+        if activate:
+            reply = remote.apply(flasher, Path(path).name, result["model"])
+            said = f"{said}; {reply['change']}"
+    finally:
+        flasher.close()
+    return said
