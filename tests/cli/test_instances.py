@@ -22,7 +22,7 @@ from sdk.cli import main
         (["export", "{ck}", "--opset", "99", "--out", "{tmp}/m.onnx"], "opset 99 is not supported"),
         (["export", "{ck}", "--opset", "16", "--out", "{tmp}/m.onnx"], "opset 16 is not supported"),
         (["flash", "{tmp}/renamed.safetensors", "--port", "{tmp}/no-port"], "is a delta file"),
-        (["eval"], "required: checkpoint"),
+        (["eval"], "give a CHECKPOINT, or a pairing with --tx CKPT --rx CKPT"),
         (["train", "--epochs", "many", "--out", "{tmp}/r"], "invalid int value"),
     ],
 )  # fmt: skip
