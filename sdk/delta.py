@@ -495,6 +495,24 @@ def load_delta(path: str | Path) -> Delta:
     return change
 
 
+def describe_file(
+    path: str | Path, load: Callable[[str | Path], WeightChange], against: str | Path | None = None
+) -> dict[str, Any]:
+    """What ``semedge delta|update inspect`` show: the file, its summary, and with
+    ``against`` (a checkpoint) the proof that it applies there (raises if it does not)."""
+    change = load(path)
+    info = {"file": str(path), "bytes": Path(path).stat().st_size, **change.summary()}
+    if against is not None:
+        from sdk.checkpoint import load_checkpoint
+        from sdk.fingerprint import model_fingerprint
+
+        model = load_checkpoint(against)
+        shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
+        change.check_against(shapes, model_fingerprint(model))
+        info["compatible_with"] = str(against)
+    return info
+
+
 def load_update(path: str | Path) -> Update:
     """Read and fully validate an update package; raises a specific :class:`DeltaError`."""
     change = load_change(path)

@@ -24,20 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
-    from sdk.delta import load_delta
+    from sdk.delta import describe_file, load_delta
 
-    delta = load_delta(args.file)
-    info = {"file": str(args.file), "bytes": Path(args.file).stat().st_size, **delta.summary()}
-    if args.against:
-        from sdk.checkpoint import load_checkpoint
-        from sdk.fingerprint import model_fingerprint
-
-        model = load_checkpoint(args.against)
-        shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
-        delta.check_against(shapes, model_fingerprint(model))
-        info["compatible_with"] = str(args.against)
+    info = describe_file(args.file, load_delta, args.against)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

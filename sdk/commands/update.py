@@ -47,20 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_inspect(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
-    from sdk.delta import load_update
+    from sdk.delta import describe_file, load_update
 
-    update = load_update(args.file)
-    info = {"file": str(args.file), "bytes": Path(args.file).stat().st_size, **update.summary()}
-    if args.against:
-        from sdk.checkpoint import load_checkpoint
-        from sdk.fingerprint import model_fingerprint
-
-        model = load_checkpoint(args.against)
-        shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
-        update.check_against(shapes, model_fingerprint(model))
-        info["compatible_with"] = str(args.against)
+    info = describe_file(args.file, load_update, args.against)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
