@@ -8,7 +8,8 @@ ROOT is the agent's device root (``semedge agent --root``) running the receiver 
 the camera's frames lie in ``DIR/train`` (adapted on) and ``DIR/val`` (measured on),
 default ``ROOT/frames``. The steps are the commands a device owner runs:
 
-1. ``semedge adapt zfda CKPT --data ROOT/frames --install ROOT --activate`` trains a
+1. ``semedge adapt zfda CKPT --data ROOT/frames --out D.delta.safetensors --install ROOT
+   --activate`` trains a
    sparse delta on the frames (on this device) and switches it on in ``state.json``;
 2. the app, which serves through ``sdk.Runtime.open_device(ROOT)``, follows it;
 3. ``semedge device deactivate-delta`` (here: the same store call, locally) switches it

@@ -213,10 +213,10 @@ class Agent:
             rtype, payload, flags = p.Msg.ERROR, p.error_payload(exc.code, str(exc)), 0
         except SemedgeError as exc:
             rtype, payload, flags = p.Msg.ERROR, p.error_payload(p.Code.BAD_REQUEST, str(exc)), 0
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a malformed request
             rtype, payload, flags = p.Msg.ERROR, p.error_payload(p.Code.BAD_REQUEST, repr(exc)), 0
-        except OSError as exc:
-            rtype, payload, flags = p.Msg.ERROR, p.error_payload(p.Code.INTERNAL, str(exc)), 0
+        except Exception as exc:  # never die on one frame: a restart would cost a TEST attempt
+            rtype, payload, flags = p.Msg.ERROR, p.error_payload(p.Code.INTERNAL, repr(exc)), 0
         if rtype is None:
             return
         if frame.type not in (p.Msg.DATA, p.Msg.PING, p.Msg.READ):

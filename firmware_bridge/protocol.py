@@ -300,7 +300,10 @@ def parse_data(frame: Frame, max_chunk: int) -> tuple[int, bytes]:
     chunk = frame.payload[DATA_HEADER.size :]
     if frame.flags & FLAG_COMPRESSED:
         d = zlib.decompressobj()
-        chunk = d.decompress(chunk, max_chunk + 1)
+        try:
+            chunk = d.decompress(chunk, max_chunk + 1)
+        except zlib.error:
+            raise ValueError("bad compressed DATA") from None
         if len(chunk) > max_chunk or not d.eof:
             raise ValueError("bad compressed DATA")
     return offset, chunk

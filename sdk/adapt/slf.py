@@ -436,6 +436,13 @@ def apply_to_checkpoint(
     next to ``out`` first, so :func:`rollback_checkpoint` can restore it.
     """
     source = resolve(checkpoint)
+    target = Path(out) if out is not None else source
+    if rollback_path(target).exists():  # the way back to the first base must not be lost
+        raise SLFError(
+            f"{target} already holds an applied update (its rollback package "
+            f"{rollback_path(target).name} is there); roll it back first: semedge update "
+            f"rollback {target}, or apply to another --out"
+        )
     update = load_update(package)
     rx = load_checkpoint(source)
     applied = apply_update(rx, update)  # validates everything before anything is written
@@ -449,7 +456,6 @@ def apply_to_checkpoint(
         update.freeze_side,
         {"rolls_back": update.name},
     )
-    target = Path(out) if out is not None else source
     undo = save_update(inverse, rollback_path(target))
     extra = _carried_config(source)
     extra["updates"] = [*extra.get("updates", []), update.name]

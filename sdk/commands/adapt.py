@@ -165,27 +165,49 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="written into the result; a device refuses one below the highest it has",
     )
+    p.add_argument(
+        "--sign",
+        metavar="KEY",
+        help="sign the result with this private key (FILE.sig), as a device with a trusted "
+        "key requires",
+    )
 
 
 def check_target(args: argparse.Namespace) -> None:
     """Refuse a bad --install/--activate before any training is done."""
+    from firmware_bridge import signing
     from sdk.adapt.ondevice import check_root
     from sdk.errors import SemedgeError
+    from sdk.runtime.trust import device_key
 
     if not 0 <= args.security_counter < 2**31:
         raise SemedgeError(f"security counter {args.security_counter} must be between 0 and "
                            "2**31 - 1")  # fmt: skip
     if args.install:
         check_root(args.install)
+        if device_key() is not None and not args.sign:
+            raise SemedgeError(
+                "this device trusts a signing key, so it takes only signed files; add --sign "
+                "KEY (the private key of the device's trusted.pub)"
+            )
     elif args.activate and not args.port:
         raise SemedgeError("--activate needs --install ROOT or --port PORT")
+    if args.sign:
+        signing.sign_bytes(b"semedge", args.sign)  # a wrong key fails now, not after training
 
 
 def deliver(args: argparse.Namespace, path: Path) -> None:
-    """Hand the written delta/update to the device named by --install or --port."""
+    """Sign the written delta/update (--sign) and hand it to the device named by --install
+    or --port. A signature left beside ``path`` by an earlier run is removed: it signs
+    other bytes."""
+    from firmware_bridge import signing
     from sdk.adapt.ondevice import install_local, push
     from sdk.runtime.trust import device_key
 
+    if args.sign:
+        signing.sign(path, args.sign)
+    else:
+        Path(f"{path}.sig").unlink(missing_ok=True)
     if args.install:
         print(install_local(args.install, path, model=args.model, activate=args.activate,
                             trusted_key=device_key()))  # fmt: skip

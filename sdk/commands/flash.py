@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         result = flasher.flash(args.artifact, activate=activate, model=args.model)
     finally:
         flasher.close()  # BYE: the next `semedge device` call need not wait out the lease
+        flasher.link.close()
     stats = dataclasses.asdict(flasher.stats)
     stats["data_seconds"] = round(stats["data_seconds"], 3)
     result["stats"] = stats
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(fleet.describe(result) + took)
-    if activate == "test" and "delta" not in result:
+    if activate == "test" and "slot" in result:  # an artifact went into a slot
         print(f"confirm with: semedge device confirm --port {ports[0]} "
               "(otherwise it reverts at the agent's next restart)")  # fmt: skip
     return 0

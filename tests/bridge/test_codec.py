@@ -151,3 +151,12 @@ def test_compressed_data_cannot_expand_past_limit():
     assert flags & p.FLAG_COMPRESSED
     with pytest.raises(ValueError):
         p.parse_data(p.Frame(p.Msg.DATA, flags, 1, 1, payload), 8192)
+
+
+def test_corrupt_compressed_data_is_a_bad_request_not_a_crash():
+    """zlib's own error must not escape: an uncaught one would restart the agent (and cost a
+    TEST build one of its attempts)."""
+    payload, flags = p.data_payload(0, b"semedge" * 100, compress=True)
+    broken = payload[: p.DATA_HEADER.size] + b"\xff" * (len(payload) - p.DATA_HEADER.size)
+    with pytest.raises(ValueError, match="bad compressed DATA"):
+        p.parse_data(p.Frame(p.Msg.DATA, flags, 1, 1, broken), 8192)

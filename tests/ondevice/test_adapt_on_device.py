@@ -194,3 +194,25 @@ def test_train_and_eval_read_the_same_folder(tmp_path, capsys):
     assert main(["eval", str(out / "checkpoint"), "--split", "val", "--snr", "10", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows and all(r["psnr"] > 0 for r in rows)
+
+
+def test_a_device_that_trusts_a_key_gets_signed_results_only(
+    device, fresh_root, tmp_path, capsys, monkeypatch
+):
+    from firmware_bridge.signing import keygen
+
+    ckpt, _ = device
+    key, pub = keygen(tmp_path / "fleet")
+    monkeypatch.setenv("SEMEDGE_TRUSTED_KEY", str(pub))
+    frames = write_frames(tmp_path / "camera3")
+    out = tmp_path / "camera3.delta.safetensors"
+    (tmp_path / "camera3.delta.safetensors.sig").write_bytes(bytes(64))  # a stale signature
+    argv = ["adapt", "zfda", str(ckpt), "--data", str(frames), "--epochs", "1", "--batch-size",
+            "4", "--out", str(out), "--install", str(fresh_root)]  # fmt: skip
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(argv) != 0
+    assert "--sign KEY" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # refused before training
+    assert main([*argv, "--sign", str(key), "--activate"]) == 0
+    assert "active on" in capsys.readouterr().out
+    assert (fresh_root / "models/jscc/deltas" / f"{out.name}.sig").is_file()

@@ -196,8 +196,10 @@ def test_apply_and_rollback_restore_the_fingerprint(rx, good, tmp_path, capsys):
     from sdk.checkpoint import read_config
 
     assert read_config(ckpt)["fingerprint"] == good.result_fingerprint
-    assert main(["update", "apply", str(ckpt), str(pkg)]) != 0  # base no longer matches
-    assert "was made for base" in capsys.readouterr().err
+    rollback = (ckpt.parent / f"{ckpt.name}.rollback.update.safetensors").read_bytes()
+    assert main(["update", "apply", str(ckpt), str(pkg)]) != 0  # the way back is never lost
+    assert "roll it back first" in capsys.readouterr().err
+    assert (ckpt.parent / f"{ckpt.name}.rollback.update.safetensors").read_bytes() == rollback
     assert main(["update", "rollback", str(ckpt)]) == 0
     assert read_config(ckpt)["fingerprint"] == good.base_fingerprint
     assert (ckpt / WEIGHTS).read_bytes() == weights
