@@ -17,7 +17,10 @@ Parts (``--parts``, default all three, in this order):
 
 Every cell is cached as JSON under ``<workdir>/study/cells``, so a re-run resumes; progress
 goes to ``<workdir>/study/study.log``. Each ZFDA delta is switched on and off on the live
-base; the misalignment loss with it off is asserted to be exactly 0.
+base; the misalignment loss with it off is asserted to be exactly 0. ``--sized`` re-runs
+cached cells that lack a delta file size (cells of the first run, whose parallel processes
+shared one temporary delta file) and asserts the re-run reproduces the cached PSNR, so the
+size is that delta's.
 """
 
 from __future__ import annotations
@@ -524,8 +527,8 @@ def report(results: dict[str, Any]) -> str:
         "fp16 values, gap8 indices; a range when the domains of a row differ). In the first "
         "run the parallel processes shared one temporary delta file, so those cells were "
         "re-run one at a time to measure their bytes (`--sized`); every re-run reproduced "
-        "the cached PSNR bit for bit, so each size is that cell's delta. "
-        + ("" if all("delta_bytes" in c for c in cells.values()) else "– : not re-measured."),
+        "the cached PSNR bit for bit, so each size is that cell's delta."
+        + ("" if all("delta_bytes" in c for c in cells.values()) else " –: not re-measured."),
         "",
     ]
     if "screen" in results:
