@@ -13,11 +13,14 @@ Parts (``--parts``, default all three, in this order):
   adapts is a deployment choice, not a tuning knob), on all four domains, next to today's
   defaults, and the γ curve 0.01 % … 10 % of that combination.
 * ``width`` — today's defaults on bases of width 32 / 64 / 128 trained on a smaller
-  budget (the same for all widths), two domains.
+  budget (the same for all widths, at each of ``--width-base-lrs``), two domains.
 
 Every cell is cached as JSON under ``<workdir>/study/cells``, so a re-run resumes; progress
 goes to ``<workdir>/study/study.log``. Each ZFDA delta is switched on and off on the live
-base; the misalignment loss with it off is asserted to be exactly 0.
+base; the misalignment loss with it off is asserted to be exactly 0. ``--sized`` re-runs
+cached cells that lack a delta file size (cells of the first run, whose parallel processes
+shared one temporary delta file) and asserts the re-run reproduces the cached PSNR, so the
+size is that delta's.
 """
 
 from __future__ import annotations
@@ -105,12 +108,12 @@ class Study:
         with self.log_path.open("a") as f:
             f.write(line + "\n")
 
-    def base(self, hidden: int, train_size: int, epochs: int) -> Base:
-        key = (hidden, train_size, epochs)
+    def base(self, hidden: int, train_size: int, epochs: int, lr: float = 1e-3) -> Base:
+        key = (hidden, train_size, epochs, lr)
         if key not in self.bases:
-            name = f"base-h{hidden}-n{train_size}-e{epochs}"
+            name = f"base-h{hidden}-n{train_size}-e{epochs}" + ("" if lr == 1e-3 else f"-lr{lr:g}")
             self.log(f"base {name}")
-            model = build_base(self.train_all, hidden, train_size, epochs, self.work / name)
+            model = build_base(self.train_all, hidden, train_size, epochs, self.work / name, lr)
             snr = self.args.snr
             self.bases[key] = Base(
                 name,
@@ -126,9 +129,12 @@ class Study:
         start = self.args.train_size  # after the main base's patches: never seen by a base
         return shifted_patches(self.train_all, range(start, start + size), domain)
 
-    def cached(self, spec: dict[str, Any], compute) -> dict[str, Any]:
+    def cell_path(self, spec: dict[str, Any]) -> Path:
         key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-        path = self.cells / f"{key}.json"
+        return self.cells / f"{key}.json"
+
+    def cached(self, spec: dict[str, Any], compute) -> dict[str, Any]:
+        path = self.cell_path(spec)
         if path.exists():
             return json.loads(path.read_text())
         result = {**spec, **compute()}
@@ -159,8 +165,9 @@ class Study:
         return self.cached(spec, compute)
 
     def zfda_cell(
-        self, base: Base, domain: str, size: int, changes: dict[str, Any]
+        self, base: Base, domain: str, size: int, changes: dict[str, Any], sized: bool = False
     ) -> dict[str, Any]:
+        """One ZFDA cell; ``sized``: give a cached cell without ``delta_bytes`` its bytes."""
         config = replace(ZFDAConfig(**DEFAULTS), **changes)
         settings = {k: v for k, v in asdict(config).items() if k not in ("progress",)}
         spec = dict(kind="zfda", base=base.name, domain=domain, size=size, config=settings)
@@ -181,18 +188,36 @@ class Study:
             assert model_fingerprint(base.model) == base.fingerprint, "base not restored"
             assert off == base.clean_psnr, "misalignment with the delta off is not 0"
             gain = psnr - ft["base_psnr"]
+            ft_gain = ft["psnr"] - ft["base_psnr"]  # 0 when a base collapsed to a constant
             return dict(
                 psnr=psnr,
                 gain=gain,
-                share=gain / (ft["psnr"] - ft["base_psnr"]),
-                bytes=path.stat().st_size,
+                share=gain / ft_gain if ft_gain else float("nan"),
+                delta_bytes=path.stat().st_size,
                 nnz=delta.nnz,
                 seconds=seconds,
                 misalignment=base.clean_psnr - off,
                 finetune_psnr=ft["psnr"],
             )
 
-        return self.cached(spec, compute)
+        cell = self.cached(spec, compute)
+        if sized and "delta_bytes" not in cell:
+            cell = self.measure_bytes(spec, cell, compute())
+        return cell
+
+    def measure_bytes(
+        self, spec: dict[str, Any], cell: dict[str, Any], again: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Bytes of a cell cached before one temporary delta file per process (2026-11-30).
+
+        Adaptation is deterministic, so running the cell again writes the same delta; the
+        PSNR must match the cached one bit for bit, or the bytes would belong to another delta.
+        """
+        assert again["psnr"] == cell["psnr"], f"re-run differs: {again['psnr']} != {cell['psnr']}"
+        cell = {k: v for k, v in cell.items() if k != "bytes"}  # the unreliable count
+        cell["delta_bytes"] = again["delta_bytes"]
+        self.cell_path(spec).write_text(json.dumps(cell, indent=1))
+        return cell
 
     def check_alignment(self, base: Base) -> None:
         after = reference_outputs(base.model, self.test.images, self.args.snr)
@@ -206,12 +231,15 @@ class Study:
         if a.reverse:  # a second process working from the other end fills the cache
             for changes in [c for levels in FACTORS.values() for c in levels][::-1]:
                 for d in a.screen_domains:
-                    self.zfda_cell(base, d, a.screen_size, changes)
+                    self.zfda_cell(base, d, a.screen_size, changes, a.sized)
         table: dict[str, list[dict[str, Any]]] = {}
         for factor, levels in FACTORS.items():
             table[factor] = []
             for changes in levels:
-                cells = [self.zfda_cell(base, d, a.screen_size, changes) for d in a.screen_domains]
+                cells = [
+                    self.zfda_cell(base, d, a.screen_size, changes, a.sized)
+                    for d in a.screen_domains
+                ]
                 table[factor].append(dict(changes=changes, cells=cells))
         self.check_alignment(base)
         return table
@@ -231,7 +259,10 @@ class Study:
         a = self.args
         base = self.base(a.hidden, a.train_size, a.base_epochs)
         curve = {
-            g: [self.zfda_cell(base, d, a.full_size, {**combo, "sparsity": g}) for d in DOMAINS]
+            g: [
+                self.zfda_cell(base, d, a.full_size, {**combo, "sparsity": g}, a.sized)
+                for d in DOMAINS
+            ]
             for g in sorted(a.gammas, key=lambda g: abs(np.log(g / 0.01)))
         }
         rows = {"today": self.today(), "best": curve.get(0.01, [])}
@@ -242,16 +273,19 @@ class Study:
         """Today's defaults on all domains with the full part's data (no screen needed)."""
         a = self.args
         base = self.base(a.hidden, a.train_size, a.base_epochs)
-        return [self.zfda_cell(base, d, a.full_size, {}) for d in DOMAINS]
+        return [self.zfda_cell(base, d, a.full_size, {}, a.sized) for d in DOMAINS]
 
     def width(self) -> list[dict[str, Any]]:
         a = self.args
         out = []
-        for hidden in a.widths:
-            base = self.base(hidden, a.width_train_size, a.width_base_epochs)
-            cells = [self.zfda_cell(base, d, a.width_size, {}) for d in a.screen_domains]
-            out.append(dict(hidden=hidden, clean=base.clean_psnr, cells=cells))
-            self.check_alignment(base)
+        for lr in a.width_base_lrs:
+            for hidden in a.widths:
+                base = self.base(hidden, a.width_train_size, a.width_base_epochs, lr)
+                cells = [
+                    self.zfda_cell(base, d, a.width_size, {}, a.sized) for d in a.screen_domains
+                ]
+                out.append(dict(hidden=hidden, base_lr=lr, clean=base.clean_psnr, cells=cells))
+                self.check_alignment(base)
         return out
 
 
@@ -290,7 +324,20 @@ def study_main(argv: list[str]) -> None:
     p.add_argument("--width-train-size", type=int, default=4000, help="clean patches, widths")
     p.add_argument("--width-size", type=int, default=500, help="shifted patches, widths")
     p.add_argument("--width-base-epochs", type=int, default=4, help="base epochs, widths")
+    p.add_argument(
+        "--width-base-lrs",
+        default="0.001",
+        type=lambda s: [float(x) for x in s.split(",")],
+        help="base learning rates of the width part (hidden 128 collapses to a constant "
+        "output at 1e-3)",
+    )
     p.add_argument("--reverse", action="store_true", help="screen cells in reverse order")
+    p.add_argument(
+        "--sized",
+        action="store_true",
+        help="re-run cached cells that lack delta bytes (cached before one temporary delta "
+        "file per process) to measure them; the re-run must reproduce the cached PSNR",
+    )
     p.add_argument("--snr", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (parts run in parallel)")
     p.add_argument("--workdir", default="runs/zfda_repro")
@@ -332,6 +379,10 @@ def write_docs(study: Study, args: dict[str, Any]) -> None:
     write_report(docs / "zfda_repro.md", study=report(merged))
 
 
+def width_label(row: dict[str, Any]) -> str:
+    return f"{row['hidden']} @ {row.get('base_lr', 1e-3):g}"
+
+
 def label(changes: dict[str, Any]) -> str:
     short = {"lr_values": "lr", "values_optimizer": "opt", "mask_period": "every"}
     parts = [
@@ -369,7 +420,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
     domains = [c["domain"] for c in next(iter(screen.values()))[0]["cells"]] if screen else []
     groups = [(f, [(label(lv["changes"]), lv["cells"]) for lv in lvs]) for f, lvs in screen.items()]
     if width:
-        groups.append(("width (hidden)", [(str(w["hidden"]), w["cells"]) for w in width]))
+        groups.append(("width (hidden @ base lr)", [(width_label(w), w["cells"]) for w in width]))
         domains = domains or [c["domain"] for c in width[0]["cells"]]
     for ax, (factor, levels) in zip(axes.flat, groups, strict=False):
         x = np.arange(len(levels))
@@ -379,6 +430,9 @@ def plot(results: dict[str, Any], out: Path) -> None:
                 for _, cells in levels
             ]
             ax.bar(x + (i - 0.5) * 0.4, shares, 0.4, label=domain)
+        for j, (_, cells) in enumerate(levels):
+            if np.isnan(cells[0]["share"]):  # a collapsed base: fine-tuning gained nothing
+                ax.text(j, 2, "n/a", ha="center", fontsize=7)
         ax.axhline(80, color="k", ls=":", lw=1)
         ax.set_xticks(x, [lv for lv, _ in levels], rotation=30, ha="right", fontsize=7)
         ax.set_title(factor, fontsize=9)
@@ -444,6 +498,19 @@ def _all_cells(node: Any) -> list[dict[str, Any]]:
     return []
 
 
+def percent(share: float) -> str:
+    """A share as a percentage; n/a where fine-tuning gained nothing (a collapsed base)."""
+    return "n/a" if np.isnan(share) else f"{100 * share:.0f} %"
+
+
+def delta_bytes(cells: list[dict[str, Any]]) -> str:
+    """The delta file size of ``cells`` (a range when they differ; – if not measured)."""
+    sizes = sorted(c["delta_bytes"] for c in cells if "delta_bytes" in c)
+    if len(sizes) < len(cells):
+        return "–"
+    return f"{sizes[0]}" if sizes[0] == sizes[-1] else f"{sizes[0]}-{sizes[-1]}"
+
+
 def report(results: dict[str, Any]) -> str:
     a = results["args"]
     cells = {json.dumps(c, sort_keys=True): c for c in _all_cells(results)}
@@ -454,11 +521,14 @@ def report(results: dict[str, Any]) -> str:
         "Command: `python tools/repro_zfda.py --study` (ZFDA training time of all cells, "
         f"summed over the parallel part processes: {minutes:.0f} min) on this 2-core CPU "
         "shared with seven other jobs (load 15-40), "
-        "so the seconds below are noisy and several times a quiet machine's. Delta sizes are "
-        "given as nnz: in the 2026-11-30 run the parallel processes shared one temporary "
-        "delta file, so the measured bytes were unreliable (fixed since: one file per "
-        "process). For scale, 920 fp16 values with gap8 indices are 5.0-5.1 kB, 0.69 % of "
-        "the checkpoint (repro table above).",
+        "so the seconds below are noisy and several times a quiet machine's (re-run alone "
+        "on one core, a γ = 1 % cell of 12 epochs takes about 10 s instead of 130-230 s). "
+        "Delta bytes are the size of the file each cell's delta was saved to (safetensors, "
+        "fp16 values, gap8 indices; a range when the domains of a row differ). In the first "
+        "run the parallel processes shared one temporary delta file, so those cells were "
+        "re-run one at a time to measure their bytes (`--sized`); every re-run reproduced "
+        "the cached PSNR bit for bit, so each size is that cell's delta."
+        + ("" if all("delta_bytes" in c for c in cells.values()) else " –: not re-measured."),
         "",
     ]
     if "screen" in results:
@@ -473,8 +543,8 @@ def report(results: dict[str, Any]) -> str:
             "",
             "| factor | level | "
             + " | ".join(f"{d} dB (share)" for d in doms)
-            + " | mean share | nnz | adapt s |",
-            "|---|---|" + "---|" * len(doms) + "---|---|---|",
+            + " | mean share | nnz | bytes | adapt s |",
+            "|---|---|" + "---|" * len(doms) + "---|---|---|---|",
         ]
         for factor, levels in results["screen"].items():
             for lv in levels:
@@ -482,7 +552,7 @@ def report(results: dict[str, Any]) -> str:
                 lines.append(
                     f"| {factor} | {label(lv['changes'])} | "
                     + " | ".join(f"{x['psnr']:.2f} ({100 * x['share']:.0f} %)" for x in c)
-                    + f" | {100 * mean_share(c):.0f} % | {c[0]['nnz']}"
+                    + f" | {100 * mean_share(c):.0f} % | {c[0]['nnz']} | {delta_bytes(c)}"
                     f" | {np.mean([x['seconds'] for x in c]):.0f} |"
                 )
         ft = results["screen"]["score init"][0]["cells"]
@@ -508,22 +578,32 @@ def report(results: dict[str, Any]) -> str:
     if "width" in results:
         lines += [
             f"### Width (today's defaults; bases trained {a['width_base_epochs']} epochs on "
-            f"{a['width_train_size']} clean patches, {a['width_size']} shifted patches)",
+            f"{a['width_train_size']} clean patches at the row's learning rate, "
+            f"{a['width_size']} shifted patches)",
             "",
-            "| hidden | clean dB | "
+            "| hidden | base lr | clean dB | "
             + " | ".join(f"{c['domain']} dB (share)" for c in results["width"][0]["cells"])
-            + " | nnz | adapt s |",
-            "|---|---|" + "---|" * len(results["width"][0]["cells"]) + "---|---|",
+            + " | nnz | bytes | adapt s |",
+            "|---|---|---|" + "---|" * len(results["width"][0]["cells"]) + "---|---|---|",
         ]
         for w in results["width"]:
             c = w["cells"]
             lines.append(
-                f"| {w['hidden']} | {w['clean']:.2f} | "
-                + " | ".join(f"{x['psnr']:.2f} ({100 * x['share']:.0f} %)" for x in c)
-                + f" | {c[0]['nnz']}"
+                f"| {w['hidden']} | {w.get('base_lr', 1e-3):g} | {w['clean']:.2f} | "
+                + " | ".join(f"{x['psnr']:.2f} ({percent(x['share'])})" for x in c)
+                + f" | {c[0]['nnz']} | {delta_bytes(c)}"
                 f" | {np.mean([x['seconds'] for x in c]):.0f} |"
             )
-        lines.append("")
+        collapsed = [w for w in results["width"] if np.isnan(w["cells"][0]["share"])]
+        lines += [
+            "",
+            *(
+                f"n/a: the hidden-{w['hidden']} base at lr {w.get('base_lr', 1e-3):g} collapsed "
+                f"to a constant output ({w['clean']:.2f} dB clean); fine-tuning gains nothing."
+                for w in collapsed
+            ),
+            "",
+        ]
     if "full" in results:
         full = results["full"]
         lines += [
@@ -532,8 +612,8 @@ def report(results: dict[str, Any]) -> str:
             f"Combination: `{label(full['combo'])}` (epochs capped at {a['max_epochs']}).",
             "",
             "| domain | base dB | full FT dB (gain) | today ZFDA dB (share) | best ZFDA dB (share) "
-            "| nnz | adapt s (today / best) | misalignment, delta off |",
-            "|---|---|---|---|---|---|---|---|",
+            "| nnz | bytes (today / best) | adapt s (today / best) | misalignment, delta off |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for t, b in zip(full["rows"]["today"], full["rows"]["best"], strict=True):
             base = t["psnr"] - t["gain"]
@@ -541,18 +621,19 @@ def report(results: dict[str, Any]) -> str:
                 f"| {t['domain']} | {base:.2f} | {t['finetune_psnr']:.2f} "
                 f"({t['finetune_psnr'] - base:+.2f}) | {t['psnr']:.2f} ({100 * t['share']:.0f} %) "
                 f"| {b['psnr']:.2f} ({100 * b['share']:.0f} %) | {b['nnz']} "
+                f"| {delta_bytes([t])} / {delta_bytes([b])} "
                 f"| {t['seconds']:.0f} / {b['seconds']:.0f} | {b['misalignment']:.3f} dB |"
             )
         lines += [
             "",
             "γ curve of the combination (share of fine-tuning's gain; PSNR in brackets):",
             "",
-            "| γ | nnz | " + " | ".join(DOMAINS) + " |",
-            "|---|---|" + "---|" * len(DOMAINS),
+            "| γ | nnz | bytes | " + " | ".join(DOMAINS) + " |",
+            "|---|---|---|" + "---|" * len(DOMAINS),
         ]
         for g, cells in full["curve"].items():
             lines.append(
-                f"| {100 * float(g):g} % | {cells[0]['nnz']} | "
+                f"| {100 * float(g):g} % | {cells[0]['nnz']} | {delta_bytes(cells)} | "
                 + " | ".join(f"{100 * c['share']:.0f} % ({c['psnr']:.2f})" for c in cells)
                 + " |"
             )
