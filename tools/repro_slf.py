@@ -104,7 +104,9 @@ def metrics(model: Any, data: ImageDataset, snr: float, seed: int = 0) -> dict[s
     return {k: v / n for k, v in sums.items()}
 
 
-def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
+def scenario(name: str, args: argparse.Namespace) -> tuple[Any, Any, float, Any, Any]:
+    """A scenario's pair (transmitter A trained on its side, receiver B), A's SNR, and A's
+    training and test data."""
     spec = SCENARIOS[name]
     family = spec["family"]
     a = trained(args.out, family, f"A-{name}", spec["a"], args.epochs, args.limit)
@@ -112,7 +114,11 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
     snr, rotate = spec["a"]["snr"], spec["a"].get("rotate", False)
     train_set = dataset("train", rotate)
     train_set = train_set.subset(range(min(args.limit, len(train_set))))
-    test = dataset("test", rotate)
+    return a, b, snr, train_set, dataset("test", rotate)
+
+
+def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    a, b, snr, train_set, test = scenario(name, args)
     rows: dict[str, Any] = {
         "aligned": metrics(a, test, snr),
         "misaligned": metrics(pair(a, b), test, snr),
@@ -172,14 +178,7 @@ def fp16_check(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from sdk.adapt.slf import clone
     from sdk.delta import TorchDeltas
 
-    spec = SCENARIOS[name]
-    family = spec["family"]
-    a = trained(args.out, family, f"A-{name}", spec["a"], args.epochs, args.limit)
-    b = trained(args.out, family, "B", spec["b"], args.epochs, args.limit)
-    snr, rotate = spec["a"]["snr"], spec["a"].get("rotate", False)
-    train_set = dataset("train", rotate)
-    train_set = train_set.subset(range(min(args.limit, len(train_set))))
-    test = dataset("test", rotate)
+    a, b, snr, train_set, test = scenario(name, args)
     ell = len(decoder_layers(b)) // 2
     config = SLFConfig(
         freeze=ell,
