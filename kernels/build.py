@@ -28,12 +28,12 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from sdk.errors import SemedgeError
+from sdk.files import atomic_file
 
 ROOT = Path(__file__).resolve().parent
 KERNELS = {
@@ -560,16 +560,12 @@ def host_compiler(why: str) -> list[str]:
 def _link(command: list[str], library: Path) -> Path:
     """Run ``command -o <temporary>`` and rename the result to ``library``.
 
-    Each build writes its own temporary file in the same folder, so threads or processes
-    building at once never load a half-written library or delete each other's output.
+    Each build writes its own temporary file in the same folder (``sdk.files.atomic_file``),
+    so threads or processes building at once never load a half-written library or delete
+    each other's output.
     """
-    handle, partial = tempfile.mkstemp(dir=library.parent, prefix=f".{library.name}.")
-    os.close(handle)
-    try:
-        _run([*command, "-o", partial])
-        os.replace(partial, library)
-    finally:
-        Path(partial).unlink(missing_ok=True)
+    with atomic_file(library, mode=0o777) as partial:
+        _run([*command, "-o", str(partial)])
     return library
 
 
