@@ -66,6 +66,7 @@ def refuse_unsigned_source(path: Path, key: bytes | None) -> None:
 def device_model_dir(source: Path) -> Path | None:
     """The agent's folder of the model when ``source`` is one of its slots
     (``ROOT/models/NAME/A``); its ``state.json`` records the model's change counter."""
+    source = source.resolve()
     model = source.parent
     if source.name in SLOTS and model.parent.name == "models" and (model / STATE).is_file():
         return model

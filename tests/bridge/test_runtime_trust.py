@@ -150,7 +150,9 @@ def _signed_delta(onnx_build, keys, path, counter):
     return path
 
 
-def test_a_signed_delta_below_the_models_change_counter_is_refused(onnx_build, keys, tmp_path):
+def test_a_signed_delta_below_the_models_change_counter_is_refused(
+    onnx_build, keys, tmp_path, monkeypatch
+):
     """Where the device trusts a key, the Runtime applies the agent's replay rule itself: a
     validly signed old delta put back beside the model (counter 1, the model is at 2) is
     refused in one line, also when it was loaded while it was still current."""
@@ -169,7 +171,8 @@ def test_a_signed_delta_below_the_models_change_counter_is_refused(onnx_build, k
         assert "\n" not in str(e.value) and rt.active_delta is None
         rt.activate_delta(new)
         assert rt.active_delta == "hue"
-    with Runtime.load(slot, trusted_key=public) as rt:
+    monkeypatch.chdir(slot)
+    with Runtime.load(".", trusted_key=public) as rt:  # the slot named relative to it
         with pytest.raises(Downgrade):
             rt.activate_delta(old)
         assert rt.list() == [] and rt.active_delta is None
