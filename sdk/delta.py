@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -422,17 +423,28 @@ def _write_safetensors(
     return path
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, str] | None, dict[str, np.ndarray]]:
-    from safetensors import safe_open
-
+def read_change_file(path: str | Path) -> bytes:
+    """A delta/update file's bytes, read once: check a signature against them and parse
+    them (:func:`load_change` ``data``), so what was checked is what loads."""
+    path = Path(path)
     if not path.is_file():
         if path.name.endswith(UPDATE_SUFFIX):
-            raise DeltaFileError("no such update file; create one with: semedge adapt slf")
-        raise DeltaFileError("no such delta file; create one with: semedge adapt zfda")
+            raise DeltaFileError(f"{path}: no such update file; create one with: semedge adapt slf")
+        raise DeltaFileError(f"{path}: no such delta file; create one with: semedge adapt zfda")
+    return path.read_bytes()
+
+
+def _read_safetensors(
+    path: Path, data: bytes | None = None
+) -> tuple[dict[str, str] | None, dict[str, np.ndarray]]:
+    """Metadata and tensors of the safetensors file ``path``, parsed from ``data`` if given."""
+    from safetensors.numpy import load
+
     try:
-        with safe_open(str(path), framework="np") as f:
-            metadata = f.metadata()
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+        data = path.read_bytes() if data is None else data
+        tensors = load(data)
+        (size,) = struct.unpack("<Q", data[:8])
+        metadata = json.loads(data[8 : 8 + size]).get("__metadata__")
     except BaseException as exc:  # safetensors raises (and may panic) on any corruption
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
@@ -521,11 +533,14 @@ def load_update(path: str | Path) -> Update:
     return change
 
 
-def load_change(path: str | Path) -> WeightChange:
-    """Read and fully validate a delta or an update (by its ``format`` metadata)."""
+def load_change(path: str | Path, data: bytes | None = None) -> WeightChange:
+    """Read and fully validate a delta or an update (by its ``format`` metadata); from
+    ``data`` (the file's bytes, :func:`read_change_file`) when given, without reading
+    ``path`` again."""
     path = Path(path)
+    data = read_change_file(path) if data is None else data
     try:
-        metadata, tensors = _read_safetensors(path)
+        metadata, tensors = _read_safetensors(path, data)
         kind = (metadata or {}).get("format")
         if kind not in (FORMAT, UPDATE_FORMAT):
             raise DeltaFormatError(

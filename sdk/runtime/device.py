@@ -23,6 +23,7 @@ import numpy as np
 
 from firmware_bridge.slots import CHANGE_KINDS, read_state
 from sdk import artifact
+from sdk.artifact import file_sha256
 from sdk.errors import SemedgeError
 from sdk.runtime.base import RunnerError
 from sdk.runtime.runtime import Runtime
@@ -51,6 +52,7 @@ class DeviceRuntime:
         self.last_error: str | None = None
         self.swaps = 0
         self._lock = threading.Lock()
+        self._hashes: dict[Path, tuple[tuple[int, ...], str]] = {}  # path -> (stat, sha256)
         self._serving = self._load(self._key())
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, args=(poll,), daemon=True,
@@ -69,18 +71,40 @@ class DeviceRuntime:
     # ------------------------------------------------------------ following
 
     def _key(self) -> tuple[Any, ...]:
-        """What decides the weights: the running slot, its manifest's hash, its changes."""
+        """What decides the weights: the running slot, its active update and delta, and the
+        contents of its manifest and of those change files (a file replaced under the same
+        name is a new state)."""
         mdir = self.root / "models" / self.model
         state = read_state(mdir)
         slot = state["active"]
         if slot is None:
             raise RunnerError(f"model {self.model} runs no artifact under {self.root}; flash one")
         changes = state["changes"].get(slot, {})
-        manifest = artifact.file_sha256(mdir / slot / artifact.MANIFEST)
-        return (slot, manifest, changes.get("update"), changes.get("delta"))
+        named = {"update": changes.get("update"), "delta": changes.get("delta")}
+        files = [mdir / slot / artifact.MANIFEST]
+        files += [mdir / CHANGE_KINDS[kind] / name for kind, name in named.items() if name]
+        return (slot, named["update"], named["delta"], self._contents(files))
+
+    def _contents(self, files: list[Path]) -> tuple[str | None, ...]:
+        """SHA-256 of each file (None: absent), hashed again only when its inode, size or
+        mtime changed: a poll must not re-read an update package of megabytes, and the agent
+        replaces a file by renaming a new one over it (a new inode), so a replacement is
+        always seen. Only an in-place rewrite keeping all three would be missed; nothing on
+        the device writes that way."""
+        seen, fresh = self._hashes, {}
+        for path in files:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            old = seen.get(path)
+            fresh[path] = old if old and old[0] == stamp else (stamp, file_sha256(path))
+        self._hashes = fresh
+        return tuple(fresh[p][1] if p in fresh else None for p in files)
 
     def _load(self, key: tuple[Any, ...]) -> _Serving:
-        slot, _, update, delta = key
+        slot, update, delta, _ = key
         mdir = self.root / "models" / self.model
         runtime = Runtime.load(mdir / slot, **self.options)
         try:
@@ -105,9 +129,9 @@ class DeviceRuntime:
             old, self._serving = self._serving, new
             old.retired = True
             idle = old.calls == 0
+            self.swaps += 1
         if idle:
             old.runtime.close()
-        self.swaps += 1
         return True
 
     def _watch(self, poll: float) -> None:
@@ -139,10 +163,11 @@ class DeviceRuntime:
 
     def info(self) -> dict[str, Any]:
         """The serving runtime's info plus the slot, update and delta it was loaded with."""
-        serving = self._serving
-        slot, _, update, delta = serving.key
-        return {**serving.runtime.info(), "model": self.model, "slot": slot, "update": update,
-                "delta": delta, "swaps": self.swaps, "last_error": self.last_error}  # fmt: skip
+        with self._lock:  # a swap cannot retire (and close) the runtime read here meanwhile
+            slot, update, delta, _ = self._serving.key
+            return {**self._serving.runtime.info(), "model": self.model, "slot": slot,
+                    "update": update, "delta": delta, "swaps": self.swaps,
+                    "last_error": self.last_error}  # fmt: skip
 
     def close(self) -> None:
         """Stop following; the serving runtime closes once its running calls return."""

@@ -11,6 +11,7 @@ deltas and SLF updates (base weights restored bit-exactly), with the other verbs
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import time
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from firmware_bridge.slots import change_counter
 from sdk import artifact
 from sdk.artifact import ArtifactError, ArtifactIncompatibleError
 from sdk.runtime import trust
@@ -62,10 +64,11 @@ class Runtime:
         self._runner = runner
         self._closed = False
         self.manifest = manifest
-        self._prepared: dict[str, str] = {}  # resolved file path -> loaded name
+        self._prepared: dict[str, tuple[str, int]] = {}  # file SHA-256 -> (name, counter)
         self._adapter_set: Adapters | None = None
         self.last_switch_ms: float | None = None
         self.trusted_key: bytes | None = None
+        self.device_model: Path | None = None
         self._cleanup = weakref.finalize(
             self, shutil.rmtree, str(workdir) if workdir else "", ignore_errors=True
         )
@@ -101,7 +104,7 @@ class Runtime:
         if key is not None and path.exists() and not _is_artifact(path):
             trust.refuse_unsigned_source(path, key)
         rt = cls._load(path, backend, part, delta_mode, delta_targets, threads, providers, key)
-        rt.trusted_key = key
+        rt.trusted_key, rt.device_model = key, trust.device_model_dir(path)
         return rt
 
     @classmethod
@@ -295,21 +298,37 @@ class Runtime:
         """Validate a delta or update against this model and register it; returns its name.
 
         :meth:`Adapters.load <sdk.delta.Adapters.load>` under another name (``Runtime.load``
-        loads the model). The same file loaded twice is one change (its name again).
+        loads the model). A file is read once: its signature (where the device trusts a key)
+        is checked against those bytes, the change parsed from them, and it is known by their
+        SHA-256 — the same bytes loaded twice, under any file name, are one change (its name
+        again); a file changed in place is a new one. Where the device trusts a key and this
+        model is an agent's slot, a file whose security counter is below the highest the
+        agent installed for it is refused (:func:`sdk.runtime.trust.refuse_downgrade`).
         """
-        from sdk.delta import UPDATE_SUFFIX, Delta, Update, load_change
+        from sdk.delta import UPDATE_SUFFIX, Delta, Update, load_change, read_change_file
 
         adapters = self._adapters()
-        known = adapters.name_of(source) if isinstance(source, Delta | Update) else None
-        if known is not None:
-            return known
-        key = None if isinstance(source, Delta | Update) else str(Path(source).resolve())
-        if key is not None:  # in-memory changes come from this process (on-device adaptation)
-            kind = "update" if key.endswith(UPDATE_SUFFIX) else "delta"
-            trust.require_signed(Path(source), self.trusted_key, kind)  # type: ignore[arg-type]
+        if isinstance(source, Delta | Update):  # from this process (on-device adaptation)
+            return adapters.name_of(source) or self._register(source, name, str(id(source)))
+        path = Path(source)
+        data = read_change_file(path)
+        digest = hashlib.sha256(data).digest()
+        kind = "update" if path.name.endswith(UPDATE_SUFFIX) else "delta"
+        trust.require_signed(path, self.trusted_key, kind, digest)
+        key = digest.hex()
         if key in self._prepared:
-            return self._prepared[key]
-        change = source if isinstance(source, Delta | Update) else load_change(source)
+            known, counter = self._prepared[key]
+            trust.refuse_downgrade(path, self.trusted_key, kind, counter, self.device_model)
+            return known
+        change = load_change(path, data)
+        counter = change_counter(change.extra, path.name)
+        trust.refuse_downgrade(path, self.trusted_key, kind, counter, self.device_model)
+        self._prepared[key] = (self._register(change, name, key[:12]), counter)
+        return self._prepared[key][0]
+
+    def _register(self, change: WeightChange, name: str | None, tag: str) -> str:
+        """Load ``change`` into the adapters, as ``NAME@tag`` if its own name is taken."""
+        adapters = self._adapters()
         foreign = sorted(set(change.entries) - set(adapters.core.shapes))
         if foreign:
             manifest = self.manifest or {}
@@ -323,11 +342,8 @@ class Runtime:
                 "--delta-targets decoder --out DIR"
             )
         if name is None and change.name in adapters.list():
-            name = f"{change.name}@{key or id(change)}"
-        name = adapters.load(change, name)
-        if key is not None:
-            self._prepared[key] = name
-        return name
+            name = f"{change.name}@{tag}"
+        return adapters.load(change, name)
 
     def _name(self, source: str | Path | WeightChange) -> str:
         loaded = isinstance(source, str) and source in self._adapters().list()
@@ -374,7 +390,7 @@ class Runtime:
     def unload(self, name: str) -> None:
         """Forget a change (restoring its base weights first if it is active)."""
         self._adapters().unload(name)
-        self._prepared = {k: v for k, v in self._prepared.items() if v != name}
+        self._prepared = {k: v for k, v in self._prepared.items() if v[0] != name}
 
     def merge(self, out: str | Path) -> str:
         """Bake the active changes into a new checkpoint at ``out``; returns its fingerprint.

@@ -7,7 +7,10 @@ manifest holds every payload file's SHA-256, so this covers the whole artifact; 
 edited manifest fails) and activates only delta/update files whose ``FILE.sig``
 verifies. Checkpoints and bare ``.onnx`` files carry no signature and are refused
 there. In-memory ``Delta`` objects are accepted: they come from code already running
-on the device (on-device adaptation).
+on the device (on-device adaptation). A signature does not expire, so a validly signed
+*old* delta could be put back; when the model is an agent's slot, a change file whose
+``security_counter`` is below the highest the agent installed for that model is refused
+too (the agent's own rule, :func:`firmware_bridge.slots.change_counter`).
 
 The key: ``Runtime.load(..., trusted_key=PATH)``, else ``$SEMEDGE_TRUSTED_KEY`` (set
 but empty: no checks), else ``/etc/semedge/trusted.pub`` when it exists — the file the
@@ -20,6 +23,7 @@ import os
 from pathlib import Path
 
 from firmware_bridge import signing
+from firmware_bridge.slots import SLOTS, STATE, Downgrade, read_state
 
 TRUSTED_KEY_ENV = "SEMEDGE_TRUSTED_KEY"
 DEVICE_KEY = Path("/etc/semedge/trusted.pub")
@@ -35,12 +39,17 @@ def device_key(explicit: str | Path | None = None) -> bytes | None:
     return signing.read_public_key(DEVICE_KEY) if DEVICE_KEY.is_file() else None
 
 
-def require_signed(path: Path, key: bytes | None, what: str) -> None:
-    """Raise a one-line ``SignatureError`` unless ``path`` is signed by ``key`` (if any)."""
+def require_signed(path: Path, key: bytes | None, what: str, message: bytes | None = None) -> None:
+    """Raise a one-line ``SignatureError`` unless ``path`` is signed by ``key`` (if any).
+
+    ``message``: what the signature covers, from bytes the caller already read and will
+    use (a change file's SHA-256 digest), so the file cannot change between check and use.
+    """
     if key is None:
         return
+    message = signing.signed_message(path) if message is None else message
     try:
-        signing.verify_bytes(signing.signed_message(path), signing.read_signature(path), key)
+        signing.verify_bytes(message, signing.read_signature(path), key)
     except signing.SignatureError as exc:
         raise signing.SignatureError(f"{what} {path} refused: {exc}") from None
 
@@ -51,4 +60,32 @@ def refuse_unsigned_source(path: Path, key: bytes | None) -> None:
         raise signing.SignatureError(
             f"{path} is not a signed artifact and this device trusts a key; build and sign "
             "one: semedge build … --out DIR && semedge sign DIR --key KEY"
+        )
+
+
+def device_model_dir(source: Path) -> Path | None:
+    """The agent's folder of the model when ``source`` is one of its slots
+    (``ROOT/models/NAME/A``); its ``state.json`` records the model's change counter."""
+    source = source.resolve()
+    model = source.parent
+    if source.name in SLOTS and model.parent.name == "models" and (model / STATE).is_file():
+        return model
+    return None
+
+
+def refuse_downgrade(
+    path: Path, key: bytes | None, what: str, counter: int, model_dir: Path | None
+) -> None:
+    """Where ``key`` is trusted, raise a one-line ``Downgrade`` if ``counter`` (a change's
+    ``security_counter``) is below the highest the agent installed for the model in
+    ``model_dir`` (``change_counter`` in its state; nothing to compare outside an agent
+    root): a replayed old file, though signed."""
+    if key is None or model_dir is None:
+        return
+    floor = read_state(model_dir)["change_counter"]
+    if counter < floor:
+        raise Downgrade(
+            f"{what} {path} refused: security counter {counter} is below the highest installed "
+            f"({floor}) for {model_dir.name}; adapt it again with --security-counter {floor} "
+            "or higher"
         )

@@ -89,3 +89,93 @@ def test_delta_files_need_a_valid_signature(kind, onnx_build, keys, tmp_path):
         with pytest.raises(signing.SignatureError, match=r"delta .* refused"):
             rt.activate_delta(delta)
         assert rt.active_delta is None
+
+
+def test_the_delta_that_loads_is_the_one_whose_signature_was_checked(
+    onnx_build, keys, tmp_path, monkeypatch
+):
+    """A file replaced right after the runtime read it (verify-then-load race): the signed
+    bytes it read are what runs, not the replacement."""
+    import pathlib
+
+    import numpy as np
+
+    from sdk.delta import load_delta, save_delta
+    from sdk.files import write_bytes
+
+    (fleet_key, public), _ = keys
+    art = prepared_artifact("signed", onnx_build, keys, tmp_path)
+    delta = shutil.copy(onnx_build[1], tmp_path / onnx_build[1].name)
+    signing.sign(delta, fleet_key)
+    forged = load_delta(delta)
+    for entry in forged.entries.values():
+        entry.values[:] *= 50
+    forged_bytes = save_delta(forged, tmp_path / "forged.delta.safetensors").read_bytes()
+    read_bytes = pathlib.Path.read_bytes
+
+    def swapped_after_read(self: pathlib.Path) -> bytes:
+        data = read_bytes(self)
+        if self.name == delta.name:
+            write_bytes(self, forged_bytes)  # whoever can write there, just too late
+        return data
+
+    symbols, want = np.load(onnx_build[2] / "symbols.npy"), np.load(onnx_build[2] / "want.npz")
+    with Runtime.load(art, trusted_key=public) as rt:
+        monkeypatch.setattr(pathlib.Path, "read_bytes", swapped_after_read)
+        rt.activate_delta(delta)
+        monkeypatch.undo()
+        assert np.allclose(rt.infer(symbols)["recon"], want["adapted"], atol=1e-6)
+        with pytest.raises(signing.SignatureError, match="does not match"):
+            rt.activate_delta(delta)  # the file as it is now: refused
+        assert rt.active_delta == "hue"
+
+
+def _device_slot(onnx_build, keys, tmp_path):
+    """An agent root running the signed artifact as model ``jscc``; returns (store, slot dir)."""
+    from firmware_bridge.slots import SlotStore
+
+    art = prepared_artifact("signed", onnx_build, keys, tmp_path)
+    store = SlotStore(tmp_path / "root")
+    slot = store.stage("jscc", artifact.pack(art, tmp_path / "art.tar"))
+    store.activate("jscc", slot, test=False)
+    return store, store.model_dir("jscc") / slot
+
+
+def _signed_delta(onnx_build, keys, path, counter):
+    from sdk.delta import load_delta, save_delta
+
+    delta = load_delta(onnx_build[1])
+    delta.extra["security_counter"] = str(counter)
+    signing.sign(save_delta(delta, path), keys[0][0])
+    return path
+
+
+def test_a_signed_delta_below_the_models_change_counter_is_refused(
+    onnx_build, keys, tmp_path, monkeypatch
+):
+    """Where the device trusts a key, the Runtime applies the agent's replay rule itself: a
+    validly signed old delta put back beside the model (counter 1, the model is at 2) is
+    refused in one line, also when it was loaded while it was still current."""
+    from firmware_bridge.slots import Downgrade
+
+    store, slot = _device_slot(onnx_build, keys, tmp_path)
+    old = _signed_delta(onnx_build, keys, tmp_path / "old.delta.safetensors", 1)
+    new = _signed_delta(onnx_build, keys, tmp_path / "new.delta.safetensors", 2)
+    store.install_change("jscc", old, old.name, old.with_name(f"{old.name}.sig").read_bytes())
+    public = keys[0][1]
+    with Runtime.load(slot, trusted_key=public) as rt:
+        assert rt.load_change(old) == "hue"
+        store.install_change("jscc", new, new.name, new.with_name(f"{new.name}.sig").read_bytes())
+        with pytest.raises(Downgrade, match=r"security counter 1 is below .* \(2\) for jscc") as e:
+            rt.activate_delta(old)
+        assert "\n" not in str(e.value) and rt.active_delta is None
+        rt.activate_delta(new)
+        assert rt.active_delta == "hue"
+    monkeypatch.chdir(slot)
+    with Runtime.load(".", trusted_key=public) as rt:  # the slot named relative to it
+        with pytest.raises(Downgrade):
+            rt.activate_delta(old)
+        assert rt.list() == [] and rt.active_delta is None
+    with Runtime.load(slot) as rt:  # no trusted key: no signatures, no counters checked
+        rt.activate_delta(old)
+        assert rt.active_delta == "hue"

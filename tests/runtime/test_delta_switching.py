@@ -109,3 +109,33 @@ def test_rebuild_mode_reuses_a_deltas_session(onnx_artifact, deltas, symbols):
         assert np.array_equal(rt.infer(symbols)["recon"], a)
         rt.deactivate_delta()
         assert rt.runner._sess is base_session
+
+
+def test_a_change_file_is_known_by_its_bytes_not_its_path(
+    checkpoint, onnx_artifact, deltas, symbols, tmp_path
+):
+    """The same bytes under two names are one change; new bytes at the same path (the file
+    replaced in place, as the agent does: atomic rename) are another, and they run."""
+    import shutil
+
+    from sdk.files import write_bytes
+
+    hue = deltas[0]
+    newer = _delta(checkpoint, TARGETS, "hue", 7, tmp_path)  # same domain, other values
+    with Runtime.load(onnx_artifact) as rt:
+        rt.activate_delta(newer)
+        want_newer = rt.infer(symbols)["recon"]
+    path = tmp_path / "live.delta.safetensors"
+    with Runtime.load(onnx_artifact) as rt:
+        rt.activate_delta(hue)
+        want_hue = rt.infer(symbols)["recon"]
+        assert rt.load_change(shutil.copy(hue, tmp_path / "copy.delta.safetensors")) == "hue"
+        write_bytes(path, hue.read_bytes())
+        assert rt.load_change(path) == "hue" and rt.list() == ["hue"]
+        write_bytes(path, newer.read_bytes())
+        name = rt.load_change(path)
+        assert name.startswith("hue@") and rt.list() == sorted(["hue", name])
+        rt.activate(path)
+        assert rt.active == [name]
+        got = rt.infer(symbols)["recon"]
+        assert np.array_equal(got, want_newer) and not np.array_equal(got, want_hue)

@@ -11,6 +11,7 @@ import pytest
 from sdk.backends.trt.builder import (
     check_dla_request,
     fp16_graph,
+    parser_graph,
     precision_settings,
     target_weights,
 )
@@ -112,6 +113,30 @@ def test_a_delta_target_that_is_no_weight_is_named(checkpoint, tmp_path):
     path = export_onnx(load_checkpoint(checkpoint), tmp_path / "rx.onnx", "receiver")
     with pytest.raises(BuildError, match=r"delta target receiver\.nope is not a weight"):
         target_weights(path, ["receiver.nope"], tmp_path)
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_the_graph_tensorrt_parses_is_written_in_the_build_folder(checkpoint, tmp_path, fp16):
+    """The user's folder (their .onnx) is left exactly as it was; the graph to parse lives in
+    the build's work folder, with the delta targets as weights, not inputs."""
+    from sdk.checkpoint import load_checkpoint
+    from sdk.export import export_onnx
+    from sdk.onnx_io import read_metadata
+
+    user, work = tmp_path / "user", tmp_path / "work"
+    user.mkdir()
+    work.mkdir()
+    onnx_path = export_onnx(load_checkpoint(checkpoint), user / "rx.onnx", "receiver",
+                            delta_targets="decoder")  # fmt: skip
+    before = {p.name: p.read_bytes() for p in user.iterdir()}
+    targets = read_metadata(onnx_path)["delta_targets"]
+    graph = parser_graph(onnx_path, fp16, targets, work)
+    assert {p.name: p.read_bytes() for p in user.iterdir()} == before
+    assert graph.parent == work
+    model = onnx.load(str(graph))
+    inputs = [v.name for v in model.graph.input]
+    assert targets and inputs and not set(targets) & set(inputs)
+    assert set(targets) <= {i.name for i in model.graph.initializer}
 
 
 def test_cli_dla_core_without_tensorrt_is_one_line(checkpoint, tmp_path, capsys):

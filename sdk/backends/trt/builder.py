@@ -108,17 +108,22 @@ def fp16_graph(onnx_path: Path, out: Path) -> Path:
     return out
 
 
-def _strip_weight_inputs(onnx_path: Path, targets: Sequence[str]) -> Path:
-    """TensorRT refits named weights instead: turn overridable initializers back into constants."""
+def parser_graph(onnx_path: Path, fp16: bool, delta_targets: Sequence[str], work: Path) -> Path:
+    """The ONNX file TensorRT parses, written under the build's ``work`` folder — never
+    beside the user's file, which stays untouched: the graph in fp16 when ``fp16``
+    (:func:`fp16_graph`), and the delta targets turned from graph inputs back into
+    initializers (TensorRT refits named weights instead of taking them as inputs)."""
     import onnx
 
-    if not targets:
+    if fp16:
+        onnx_path = fp16_graph(onnx_path, work / "model.fp16.onnx")
+    if not delta_targets:
         return onnx_path
     proto = onnx.load(str(onnx_path))
-    keep = [v for v in proto.graph.input if v.name not in set(targets)]
+    keep = [v for v in proto.graph.input if v.name not in set(delta_targets)]
     del proto.graph.input[:]
     proto.graph.input.extend(keep)
-    out = onnx_path.with_name(onnx_path.stem + ".trt.onnx")
+    out = work / "model.trt.onnx"
     onnx.save(proto, str(out))
     return out
 
@@ -166,16 +171,15 @@ def build_plan(
     """The artifact payload of a TensorRT build and the manifest ``target`` it runs on.
 
     Payload: ``model.plan``, the delta targets' base values (:func:`target_weights`; a
-    plan cannot give them back for refitting) and the plugin libraries. ``work`` is a
-    scratch directory for the converted graphs.
+    plan cannot give them back for refitting) and the plugin libraries. ``work`` is the
+    build's scratch directory: the converted graphs go there (:func:`parser_graph`).
     """
     trt = lazy_import("tensorrt", PURPOSE)
     facts = artifact.local_device_facts()
     if not facts["compute_capability"]:
         raise BuildError("no CUDA GPU found; TensorRT plans are built on the device: use onnxrt")
     settings = precision_settings(trt.__version__, precision)
-    if settings["fp16_graph"]:
-        onnx_path = fp16_graph(onnx_path, work / "model.fp16.onnx")
+    graph = parser_graph(onnx_path, settings["fp16_graph"], delta_targets, work)
     logger = trt.Logger(trt.Logger.WARNING)
     load_plugins(trt, plugins)
     builder = trt.Builder(logger)
@@ -184,7 +188,7 @@ def build_plan(
         network_flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(network_flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(_strip_weight_inputs(onnx_path, delta_targets))):
+    if not parser.parse_from_file(str(graph)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BuildError(f"TensorRT cannot parse {onnx_path}: {errors[:300]}")
     config = builder.create_builder_config()
@@ -236,7 +240,7 @@ def build_plan(
     }
     files: dict[str, str | Path | bytes] = {"model.plan": bytes(plan)}
     if delta_targets:
-        files[artifact.REFIT_WEIGHTS] = target_weights(onnx_path, delta_targets, work)
+        files[artifact.REFIT_WEIGHTS] = target_weights(graph, delta_targets, work)
     for lib in plugins:
         files[Path(lib).name] = Path(lib)
     return files, target

@@ -108,6 +108,7 @@ class TrtRunner(BaseRunner):
         self.manifest = manifest
         self.directory = Path(directory)
         self._core: DeviceDeltaCore | None = None
+        self._buffers: dict[str, tuple[Any, Any]] = {}  # name -> (host staging, device)
 
     def activate_impl(self) -> None:
         trt, cuda = lazy_import("tensorrt", PURPOSE), lazy_import("pycuda.driver", PURPOSE)
@@ -117,8 +118,7 @@ class TrtRunner(BaseRunner):
         try:
             self._load(trt, cuda)
         except BaseException:
-            self._ctx.pop()
-            self._ctx.detach()
+            self._release()  # what a load that failed halfway allocated
             raise
         self._ctx.pop()
 
@@ -140,7 +140,6 @@ class TrtRunner(BaseRunner):
         self._engine = engine
         self._context = engine.create_execution_context()
         self._stream = cuda.Stream()
-        self._buffers: dict[str, tuple[Any, Any]] = {}
         inputs: list[TensorSpec] = []
         outputs: list[TensorSpec] = []
         dtypes = numpy_dtypes(trt)
@@ -201,13 +200,21 @@ class TrtRunner(BaseRunner):
 
     def deactivate_impl(self) -> None:
         self._ctx.push()
-        for _, dev in self._buffers.values():
-            dev.free()
-        self._buffers = {}
-        self._context = self._engine = self._refitter = None
-        self._core = None  # drops the device weights and saved values
-        self._ctx.pop()
-        self._ctx.detach()
+        self._release()
+
+    def _release(self) -> None:
+        """Free every device buffer allocated so far — all of them after a load, those
+        made before the failure after one that failed halfway — drop the engine, then pop
+        and detach the CUDA context (current on entry)."""
+        try:
+            for _, dev in self._buffers.values():
+                dev.free()
+        finally:
+            self._buffers = {}
+            self._context = self._engine = self._refitter = None
+            self._core = None  # drops the device weights and saved values
+            self._ctx.pop()
+            self._ctx.detach()
 
     @property
     def delta_mode(self) -> str | None:
