@@ -68,7 +68,7 @@ class Runtime:
         self._adapter_set: Adapters | None = None
         self.last_switch_ms: float | None = None
         self.trusted_key: bytes | None = None
-        self.device_model: Path | None = None
+        self.device_slot: Path | None = None
         self._cleanup = weakref.finalize(
             self, shutil.rmtree, str(workdir) if workdir else "", ignore_errors=True
         )
@@ -104,7 +104,7 @@ class Runtime:
         if key is not None and path.exists() and not _is_artifact(path):
             trust.refuse_unsigned_source(path, key)
         rt = cls._load(path, backend, part, delta_mode, delta_targets, threads, providers, key)
-        rt.trusted_key, rt.device_model = key, trust.device_model_dir(path)
+        rt.trusted_key, rt.device_slot = key, trust.device_slot(path)
         return rt
 
     @classmethod
@@ -318,11 +318,11 @@ class Runtime:
         key = digest.hex()
         if key in self._prepared:
             known, counter = self._prepared[key]
-            trust.refuse_downgrade(path, self.trusted_key, kind, counter, self.device_model)
+            trust.refuse_downgrade(path, self.trusted_key, kind, counter, self.device_slot)
             return known
         change = load_change(path, data)
         counter = change_counter(change.extra, path.name)
-        trust.refuse_downgrade(path, self.trusted_key, kind, counter, self.device_model)
+        trust.refuse_downgrade(path, self.trusted_key, kind, counter, self.device_slot)
         self._prepared[key] = (self._register(change, name, key[:12]), counter)
         return self._prepared[key][0]
 

@@ -63,29 +63,38 @@ def refuse_unsigned_source(path: Path, key: bytes | None) -> None:
         )
 
 
-def device_model_dir(source: Path) -> Path | None:
-    """The agent's folder of the model when ``source`` is one of its slots
-    (``ROOT/models/NAME/A``); its ``state.json`` records the model's change counter."""
+def device_slot(source: Path) -> Path | None:
+    """``source`` resolved when it is one of an agent's slots (``ROOT/models/NAME/A``,
+    beside the model's ``state.json`` that records its change counter), else None."""
     source = source.resolve()
     model = source.parent
     if source.name in SLOTS and model.parent.name == "models" and (model / STATE).is_file():
-        return model
+        return source
     return None
 
 
 def refuse_downgrade(
-    path: Path, key: bytes | None, what: str, counter: int, model_dir: Path | None
+    path: Path, key: bytes | None, what: str, counter: int, slot: Path | None
 ) -> None:
     """Where ``key`` is trusted, raise a one-line ``Downgrade`` if ``counter`` (a change's
-    ``security_counter``) is below the highest the agent installed for the model in
-    ``model_dir`` (``change_counter`` in its state; nothing to compare outside an agent
-    root): a replayed old file, though signed."""
-    if key is None or model_dir is None:
+    ``security_counter``) is below the highest the agent installed for the model of
+    ``slot`` (``change_counter`` in its state; nothing to compare outside an agent root):
+    a replayed old file, though signed.
+
+    The agent's rule is the same: the floor is checked when a change is installed or
+    activated, so a change the state names as active on ``slot`` met it then and stays
+    valid when a newer file raises the floor (the agent never replaces an active file).
+    """
+    if key is None or slot is None:
         return
-    floor = read_state(model_dir)["change_counter"]
+    state = read_state(slot.parent)
+    active = state["changes"].get(slot.name, {}).values()
+    if path.name in active and path.resolve().parent.parent == slot.parent:
+        return
+    floor = state["change_counter"]
     if counter < floor:
         raise Downgrade(
             f"{what} {path} refused: security counter {counter} is below the highest installed "
-            f"({floor}) for {model_dir.name}; adapt it again with --security-counter {floor} "
+            f"({floor}) for {slot.parent.name}; adapt it again with --security-counter {floor} "
             "or higher"
         )

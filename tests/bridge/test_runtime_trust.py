@@ -179,3 +179,28 @@ def test_a_signed_delta_below_the_models_change_counter_is_refused(
     with Runtime.load(slot) as rt:  # no trusted key: no signatures, no counters checked
         rt.activate_delta(old)
         assert rt.active_delta == "hue"
+
+
+def test_an_active_change_stays_valid_when_a_newer_file_raises_the_floor(
+    onnx_build, keys, tmp_path
+):
+    """The agent checks the floor when a change is installed or activated, so a delta it
+    activated at counter 1 stays active after a counter-2 file is installed: the app
+    follows that state (open_device) instead of refusing what the agent runs, while the
+    same old file is still refused anywhere it is not the active one."""
+    from firmware_bridge.slots import Downgrade
+
+    store, slot = _device_slot(onnx_build, keys, tmp_path)
+    old = _signed_delta(onnx_build, keys, tmp_path / "old.delta.safetensors", 1)
+    new = _signed_delta(onnx_build, keys, tmp_path / "new.delta.safetensors", 2)
+    store.install_change("jscc", old, old.name, old.with_name(f"{old.name}.sig").read_bytes())
+    store.apply_change("jscc", old.name)
+    store.install_change("jscc", new, new.name, new.with_name(f"{new.name}.sig").read_bytes())
+    public = keys[0][1]
+    with Runtime.open_device(tmp_path / "root", trusted_key=public) as app:
+        assert app.info()["delta"] == old.name
+    with Runtime.load(slot, trusted_key=public) as rt:
+        rt.activate_delta(store.change_path("jscc", old.name))
+        assert rt.active_delta == "hue"
+        with pytest.raises(Downgrade, match="security counter 1"):
+            rt.activate_delta(old)  # the same bytes outside the model's folder
