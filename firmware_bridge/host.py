@@ -27,8 +27,8 @@ from typing import Any
 
 from firmware_bridge import protocol as p
 from firmware_bridge import signing
-from firmware_bridge.agent import delta_header
 from firmware_bridge.framesize import FrameSizer
+from firmware_bridge.slots import delta_header
 from firmware_bridge.transport import Link, open_serial
 from sdk import artifact
 

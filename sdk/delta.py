@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -731,6 +731,25 @@ class PreparedDelta:
         return set(self.delta.entries)
 
 
+def check_disjoint(
+    what: str, names: Set[str], active: str, active_names: Set[str], fix: str
+) -> None:
+    """The rule for a delta and an update active together (here and on the device's
+    ``SlotStore``): they change different tensors. :class:`DeltaOverlapError` otherwise."""
+    shared = names & active_names
+    if shared:
+        raise DeltaOverlapError(f"{what} and the active {active} both change {min(shared)}; {fix}")
+
+
+def changed_parameters(header: Mapping[str, Any]) -> set[str]:
+    """The parameters a delta/update file changes, from its safetensors header alone (the
+    tensor names: a delta stores ``P.delta_values`` per parameter ``P``, an update ``P``)."""
+    tensors = [name for name in header if name != "__metadata__"]
+    if (header.get("__metadata__") or {}).get("format") == FORMAT:
+        return {n.removesuffix(".delta_values") for n in tensors if n.endswith(".delta_values")}
+    return set(tensors)
+
+
 def _address(arr: np.ndarray) -> int:
     return int(arr.__array_interface__["data"][0])
 
@@ -867,13 +886,12 @@ class DeltaCore:
         if prepared is current:
             return
         for other in self._active.values():
-            shared = prepared.names & other.names if other.kind != prepared.kind else set()
-            if shared:
-                raise DeltaOverlapError(
-                    f"{prepared.kind} {prepared.delta.name!r} and the active {other.kind} "
-                    f"{other.delta.name!r} both change {sorted(shared)[0]}; deactivate "
-                    f"{other.delta.name!r} first"
-                )
+            if other.kind != prepared.kind:
+                check_disjoint(
+                    f"{prepared.kind} {prepared.delta.name!r}", prepared.names,
+                    f"{other.kind} {other.delta.name!r}", other.names,
+                    f"deactivate {other.delta.name!r} first",
+                )  # fmt: skip
         if current is not None:
             self._restore(current)
         for seg in prepared.segments:

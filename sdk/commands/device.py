@@ -116,6 +116,9 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     facts = (f"{k}={'unknown' if v is None else v}" for k, v in status["facts"].items())
     lines = ["device: " + ", ".join(facts)]
     for name, m in status["models"].items():
+        if "error" in m:  # this model's state is broken; the others are listed as usual
+            lines.append(f"{name}: ERROR {m['error']}")
+            continue
         lines.append(f"{name}: active {_slot(m, m['active'])} [{_test_state(m)}], "
                      f"previous {_slot(m, m['previous'])}")  # fmt: skip
         for slot, info in m["slots"].items():
@@ -137,7 +140,11 @@ def status_lines(status: dict[str, Any]) -> list[str]:
 def list_lines(inventory: dict[str, Any]) -> list[str]:
     """LIST as an aligned table: one row per slot and per delta/update file."""
     rows = [("model", "what", "size", "fingerprint", "signed", "state")]
+    broken = []
     for name, m in inventory["models"].items():
+        if "error" in m:
+            broken.append(f"{name}: ERROR {m['error']}")
+            continue
         for slot, info in m["slots"].items():
             role = ("running " if slot == m["active"] else "") + (
                 "confirmed" if slot == m["confirmed"] else "test" if slot == m["active"] else ""
@@ -155,7 +162,7 @@ def list_lines(inventory: dict[str, Any]) -> list[str]:
     lines = [
         "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
     ]
-    return [*lines, f"free: {inventory['free_bytes']} bytes"]
+    return [*lines, *broken, f"free: {inventory['free_bytes']} bytes"]
 
 
 def _slot(model: dict[str, Any], slot: str | None) -> str:
