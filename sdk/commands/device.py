@@ -127,7 +127,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         for kind in ("deltas", "updates"):
             if m.get(kind):
                 lines.append(f"  {kind}: " + ", ".join(m[kind]))
-        active = m["changes"].get(m["active"], {}) if m["active"] else {}
+        changes = m.get("changes", {})  # an agent of protocol 1 sends none
+        active = changes.get(m["active"], {}) if m["active"] else {}
         on = [f"{k} {v}" for k, v in active.items() if v]
         if on:
             lines.append("  active on the running build: " + ", ".join(on))
