@@ -638,6 +638,8 @@ class SlotStore:
         is the running build's — the rule ``sdk.delta.DeltaCore`` loads by: a delta made
         on an updated model cannot be loaded."""
         base, running = header.get("base_fingerprint"), self.base_fingerprint(name)
+        if running is None:
+            raise NoSuchFile(f"model {name} runs no valid artifact; flash one first")
         if base != running:
             raise WrongBase(
                 f"{filename} is for base {str(base)[:12]}…, the running build of {name} is "
