@@ -14,10 +14,10 @@ Replies echo the request's sequence number; a repeated request gets the cached r
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 from firmware_bridge import protocol as p
 from firmware_bridge import signing
 from firmware_bridge.slots import (
+    BrokenState,
     ChangeError,
     Downgrade,
     InUse,
@@ -34,7 +35,7 @@ from firmware_bridge.slots import (
     WrongBase,
     change_kind,
     crash_point,
-    delta_header,
+    read_header,
     safe_name,
     safe_path,
 )
@@ -43,7 +44,7 @@ from sdk import artifact
 from sdk.errors import SemedgeError
 
 FACT_KEYS = (*artifact.DEVICE_FACTS, "free_bytes")
-__all__ = ["Agent", "Refusal", "delta_header", "device_facts"]
+__all__ = ["Agent", "Refusal", "device_facts"]
 CHANGE_CODES = (
     (NoSuchFile, p.Code.NO_FILE),
     (WrongBase, p.Code.WRONG_BASE),
@@ -130,11 +131,7 @@ class Transfer:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        h = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        if self.offset != self.size or h.hexdigest() != self.sha256:
+        if self.offset != self.size or artifact.file_sha256(self.path) != self.sha256:
             self.discard()
             raise Refusal(p.Code.VERIFY_FAILED, "received file does not hash to the announced "
                           "SHA-256; flash again (the partial was discarded)")  # fmt: skip
@@ -178,8 +175,10 @@ class Agent:
     # ------------------------------------------------------------ loop
 
     def serve(self, until: float | None = None) -> None:
-        """Answer requests until ``until`` (monotonic time) or forever."""
-        self.store.boot()
+        """Answer requests until ``until`` (monotonic time) or forever; a model whose state
+        is broken is skipped at boot with one line on stderr, the others are served."""
+        self.store.boot(warn=lambda line: print(f"semedge agent: {line}", file=sys.stderr,
+                                                flush=True))  # fmt: skip
         while until is None or time.monotonic() < until:
             try:
                 frame = self.link.recv(0.2)
@@ -300,6 +299,8 @@ class Agent:
         elif t == p.Msg.ROLLBACK:
             try:
                 change = self.store.rollback(self._model(req.get("model")), self.test_attempts)
+            except BrokenState:
+                raise
             except SlotError as exc:
                 raise Refusal(p.Code.NO_PREVIOUS, str(exc)) from None
         else:
@@ -312,7 +313,7 @@ class Agent:
         models = self.store.models()
         if name is None:
             if fingerprint is not None:
-                models = [m for m in models if fingerprint in self.store.fingerprints(m)] or models
+                models = self.store.models_on_base(fingerprint) or models
             if filename is not None:
                 models = [m for m in models if m in self.store.find_model(filename)] or models
             if len(models) == 1:
@@ -331,6 +332,8 @@ class Agent:
         """Everything installed: per model its slots (as STATUS) and its change files."""
         table = self.store.describe()
         for name, entry in table.items():
+            if "error" in entry:  # a broken state.json: listed with its error only
+                continue
             entry["changes"] = self.store.changes(name)
             entry["active_changes"] = self.store.active_changes(name)
         return {"models": table, "free_bytes": self._free()}
@@ -353,7 +356,7 @@ class Agent:
             if path.is_file():
                 signature = path.with_name(f"{target}.sig")
                 self._check_signature(
-                    hashlib.sha256(path.read_bytes()).digest(),
+                    signing.signed_message(path),
                     signature.read_bytes() if signature.is_file() else None,
                 )
             return self.store.apply_change(name, target)
@@ -378,9 +381,10 @@ class Agent:
         if self.pull:
             self.pull[1].close()
         handle = open(path, "rb")  # noqa: SIM115 (kept open until the next PULL: a file
-        sha = artifact.file_sha256(path)  # replaced meanwhile is still read whole, as hashed)
+        crash_point("pull-opened")  # replaced meanwhile is still read whole, as hashed: the
+        sha, size = artifact.stream_sha256(handle)  # hash and every READ use this descriptor)
         self.pull = (sha, handle)
-        return {"model": name, "path": rel, "size": path.stat().st_size, "sha256": sha}
+        return {"model": name, "path": rel, "size": size, "sha256": sha}
 
     def _read(self, req: dict[str, Any]) -> tuple[Any, bytes, int]:
         offset, length = int(req["offset"]), int(req["length"])
@@ -461,7 +465,7 @@ class Agent:
         if kind != req["kind"]:
             raise Refusal(p.Code.BAD_NAME, f"{filename} is not named like a {req['kind']}")
         name = self._model(req.get("model"), fingerprint=base)
-        self._check_base(name, base)
+        self._check_base(name, filename, req.get("header", {}))
         self._check_signature(bytes.fromhex(req["sha256"]), signature)
         try:  # the announced counter; the received file's is checked again on install
             self.store.check_counter(name, filename, req.get("header", {}))
@@ -470,15 +474,11 @@ class Agent:
             raise Refusal(code, str(exc)) from None
         return 2 * int(req["size"])
 
-    def _check_base(self, name: str, fingerprint: Any) -> None:
-        bases = self.store.fingerprints(name)
-        if fingerprint not in bases:
-            have = str(bases[-1])[:12] if bases else "None"
-            raise Refusal(
-                p.Code.WRONG_BASE,
-                f"delta is for base {str(fingerprint)[:12]}…, installed {name} is "
-                f"{have}…; adapt against this base",
-            )
+    def _check_base(self, name: str, filename: str, header: dict[str, Any]) -> None:
+        try:
+            self.store.check_base(name, filename, header)
+        except WrongBase as exc:
+            raise Refusal(p.Code.WRONG_BASE, str(exc)) from None
 
     def _check_signature(self, message: bytes, signature: bytes | None) -> None:
         if self.trusted_key is None:
@@ -517,9 +517,9 @@ class Agent:
         req = t.request
         try:
             if req["kind"] in ("delta", "update"):
-                base = delta_header(path.read_bytes()).get("base_fingerprint")
-                name = self._model(req.get("model"), fingerprint=base)
-                self._check_base(name, base)
+                header = read_header(path)
+                name = self._model(req.get("model"), fingerprint=header.get("base_fingerprint"))
+                self._check_base(name, req["filename"], header)
                 signature = bytes.fromhex(req["signature"]) if req.get("signature") else None
                 self.store.install_change(name, path, req["filename"], signature)
                 return {"model": name, req["kind"]: req["filename"]}

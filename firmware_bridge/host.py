@@ -27,8 +27,8 @@ from typing import Any
 
 from firmware_bridge import protocol as p
 from firmware_bridge import signing
-from firmware_bridge.agent import delta_header
 from firmware_bridge.framesize import FrameSizer
+from firmware_bridge.slots import delta_header
 from firmware_bridge.transport import Link, open_serial
 from sdk import artifact
 
@@ -135,6 +135,8 @@ class Flasher:
         self.label = label
         self.position = position
         self.seq = 0
+        self.protocol = p.VERSION
+        """The message set spoken with this device: 1 with an agent of protocol 1."""
         self.session: int | None = None
         self.connected = False
         self.device: dict[str, Any] = {}
@@ -148,20 +150,31 @@ class Flasher:
         return self.seq
 
     def hello(self) -> dict[str, Any]:
-        """Open a session (retrying while the device is BUSY); returns the device's HELLO."""
+        """Open a session (retrying while the device is BUSY); returns the device's HELLO.
+
+        An agent of protocol 1 refuses a HELLO of 2 (PROTOCOL_VERSION): the host says HELLO
+        again with 1 and from then on sends only version-1 messages (see :meth:`request`).
+        """
         previous = self.session
         deadline = time.monotonic() + self.busy_wait
         while True:
             self.session = random.randrange(1, 1 << 32)
             self.link.session = self.session
-            reply = self._exchange(
-                p.Msg.HELLO,
-                p.json_payload({"protocol": p.VERSION, "max_payload": self.link.max_payload,
-                                "previous_session": previous}),
-                expect=(p.Msg.HELLO, p.Msg.BUSY),
-            )  # fmt: skip
+            try:
+                reply = self._exchange(
+                    p.Msg.HELLO,
+                    p.json_payload({"protocol": self.protocol, "previous_session": previous,
+                                    "max_payload": self.link.max_payload}),
+                    expect=(p.Msg.HELLO, p.Msg.BUSY),
+                )  # fmt: skip
+            except p.DeviceError as exc:
+                if exc.code != p.Code.PROTOCOL_VERSION or self.protocol == 1:
+                    raise
+                self.protocol, previous = 1, self.session  # the refused HELLO held the session
+                continue
             if reply.type == p.Msg.HELLO:
                 self.device, self.connected = reply.json(), True
+                self.protocol = min(self.protocol, int(self.device.get("protocol", 1)))
                 return self.device
             if time.monotonic() > deadline:
                 self.session = previous
@@ -204,6 +217,12 @@ class Flasher:
         """A JSON request/reply round trip inside the current session."""
         if not self.connected:
             self.hello()
+        if self.protocol < 2 and type in p.NEW_IN_2:
+            raise p.ProtocolError(
+                f"device agent speaks protocol 1, which has no {p.Msg(type).name}; update the "
+                "agent on the device (pip install this release's semedge[agent], then restart "
+                "`semedge agent`: docs/flashing.md)"
+            )
         changes_slots = type in (p.Msg.ACTIVATE, p.Msg.CONFIRM, p.Msg.ROLLBACK, p.Msg.APPLY,
                                  p.Msg.REVERT, p.Msg.REMOVE)  # fmt: skip
         expect = p.Msg.STATUS if changes_slots else type
@@ -213,6 +232,8 @@ class Flasher:
         """End the session (BYE, best effort) so another host need not wait out its lease."""
         if self.connected:
             self.connected = False
+            if self.protocol < 2:  # no BYE in protocol 1: the session lease runs out instead
+                return
             with contextlib.suppress(p.ProtocolError):
                 self._exchange(p.Msg.BYE, b"", (p.Msg.BYE,))
 

@@ -77,6 +77,10 @@ class Msg(enum.IntEnum):
     BYE = 20
 
 
+NEW_IN_2 = frozenset({Msg.LIST, Msg.APPLY, Msg.REVERT, Msg.REMOVE, Msg.PULL, Msg.READ, Msg.BYE})
+"""Messages a protocol-1 agent does not know: a host never sends them to one."""
+
+
 class Code(enum.IntEnum):
     """Stable numeric error codes carried by ERROR frames (never renumber)."""
 

@@ -26,22 +26,30 @@ standing in for boot).
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
 import os
 import re
 import shutil
 import signal
 import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sdk import artifact
+from sdk.delta import DeltaOverlapError, changed_parameters, check_disjoint, safetensors_header
 from sdk.errors import SemedgeError
 from sdk.files import atomic_file
 
 SLOTS = ("A", "B")
 STATE = "state.json"
+LOCK = "state.lock"
+"""Per model: held (``flock``, exclusive) across every read-modify-write of ``state.json``."""
 CRASH_ENV = "SEMEDGE_AGENT_CRASH_AT"
+STOP_ENV = "SEMEDGE_AGENT_STOP_AT"
 INSTALL_STEPS = (
     "mid-transfer",
     "received",
@@ -57,6 +65,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 class SlotError(SemedgeError):
     """A slot operation that cannot be done (no model, no previous slot, bad name)."""
+
+
+class BrokenState(SlotError):
+    """A model's ``state.json`` that cannot be read or makes no sense (that model only)."""
 
 
 class ChangeError(SlotError):
@@ -93,6 +105,8 @@ def change_counter(header: dict[str, Any], filename: str) -> int:
 CHANGE_KINDS = {"delta": "deltas", "update": "updates"}
 """Weight-change kinds (ZFDA deltas, SLF updates) and the folder each lives in."""
 EMPTY_CHANGES = {"delta": None, "update": None}
+OFF_VERBS = {"delta": "deactivate-delta", "update": "rollback-update"}
+"""The ``semedge device`` verb that switches off the active change of each kind."""
 
 
 def change_kind(filename: str) -> str:
@@ -104,24 +118,21 @@ def change_kind(filename: str) -> str:
 
 
 def delta_header(data: bytes) -> dict[str, Any]:
-    """The ``__metadata__`` of a safetensors file from its header (8-byte LE length + JSON)."""
-    if len(data) < 8:
-        raise ValueError("not a safetensors file")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > len(data) - 8 or n > 100_000_000:
-        raise ValueError("safetensors header length out of range")
-    meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
-    if not isinstance(meta, dict):
-        raise ValueError("safetensors __metadata__ is not an object")
-    return meta
+    """The ``__metadata__`` of a safetensors file from its first bytes."""
+    return safetensors_header(data).get("__metadata__") or {}
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """:func:`safetensors_header` of a file, reading only its header."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        return safetensors_header(head + f.read(min(n, 100_000_000)))
 
 
 def read_header(path: Path) -> dict[str, Any]:
     """:func:`delta_header` of a file, reading only its header."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-        return delta_header(head + f.read(min(n, 100_000_000)))
+    return read_safetensors_header(path).get("__metadata__") or {}
 
 
 def _other(slot: str) -> str:
@@ -129,9 +140,12 @@ def _other(slot: str) -> str:
 
 
 def crash_point(step: str) -> None:
-    """Test hook: SIGKILL this process when ``SEMEDGE_AGENT_CRASH_AT`` names ``step``."""
+    """Test hook: SIGKILL this process when ``SEMEDGE_AGENT_CRASH_AT`` names ``step`` (a power
+    cut), SIGSTOP it when ``SEMEDGE_AGENT_STOP_AT`` does (a writer paused there: races)."""
     if os.environ.get(CRASH_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(STOP_ENV) == step:
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def safe_name(name: str) -> bool:
@@ -182,22 +196,73 @@ def read_state(model_dir: Path) -> dict[str, Any]:
     """
     path = model_dir / STATE
     try:
-        state = json.loads(path.read_text())
+        return _parse_state(json.loads(path.read_text()))
     except FileNotFoundError:
         return {"active": None, "confirmed": None, "test": None, "security_counter": 0,
                 "change_counter": 0, "changes": {}}  # fmt: skip
     except (OSError, ValueError) as exc:
-        raise SlotError(f"{path} is unreadable ({exc}); reinstall the model") from None
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise BrokenState(
+            f"{path} is unreadable ({reason}); restore it, or delete it and flash the model again"
+        ) from None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _parse_state(state: Any) -> dict[str, Any]:
+    """The checked content of a ``state.json``; ValueError saying what is wrong."""
+    if not isinstance(state, dict) or "active" not in state:
+        raise ValueError("not an object with 'active'")
     if "confirmed" not in state:
         state["confirmed"] = state.get("previous") if state.get("test") else state["active"]
+    active, confirmed = state["active"], state["confirmed"]
+    for key in ("active", "confirmed"):
+        if state[key] not in (None, *SLOTS):
+            raise ValueError(f"{key} is {state[key]!r}, not A, B or null")
+    test = state.get("test") if active != confirmed else None
+    if test is not None and not (
+        isinstance(test, dict) and test.get("slot") in SLOTS and _count(test.get("attempts_left"))
+    ):
+        raise ValueError(f"test is {test!r}, not {{slot, attempts_left}}")
+    for key in ("security_counter", "change_counter"):
+        if not _count(state.get(key, 0)):
+            raise ValueError(f"{key} is {state[key]!r}, not a non-negative integer")
+    changes = state.get("changes") or {}
+    if not isinstance(changes, dict) or not all(
+        slot in SLOTS
+        and isinstance(on, dict)
+        and set(on) <= set(CHANGE_KINDS)
+        and all(f is None or safe_name(f) for f in on.values())
+        for slot, on in changes.items()
+    ):
+        raise ValueError("changes is not {slot: {delta, update: file name or null}}")
     return {
-        "active": state["active"],
-        "confirmed": state["confirmed"],
-        "test": state.get("test") if state["active"] != state["confirmed"] else None,
-        "security_counter": int(state.get("security_counter", 0)),
-        "change_counter": int(state.get("change_counter", 0)),
-        "changes": {k: v for k, v in (state.get("changes") or {}).items() if any(v.values())},
+        "active": active,
+        "confirmed": confirmed,
+        "test": test,
+        "security_counter": state.get("security_counter", 0),
+        "change_counter": state.get("change_counter", 0),
+        "changes": {k: v for k, v in changes.items() if any(v.values())},
     }
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _exclusive(
+    method: Callable[Concatenate[SlotStore, str, _P], _R],
+) -> Callable[Concatenate[SlotStore, str, _P], _R]:
+    """A :class:`SlotStore` method that changes model ``name``, run under its :meth:`lock`."""
+
+    @functools.wraps(method)
+    def locked(self: SlotStore, name: str, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self.lock(name):
+            return method(self, name, *args, **kwargs)
+
+    return locked
 
 
 class SlotStore:
@@ -223,6 +288,20 @@ class SlotStore:
 
     def models(self) -> list[str]:
         return sorted(p.name for p in (self.root / "models").iterdir() if (p / STATE).is_file())
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold model ``name``'s lock (``flock`` on ``models/<name>/state.lock``, exclusive): every
+        read-modify-write of its ``state.json`` runs under it, so the agent and another
+        process (``semedge adapt --install``) never lose each other's change."""
+        mdir = self.model_dir(name)
+        mdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(mdir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _valid(self, name: str, slot: str | None) -> bool:
         if slot not in SLOTS:
@@ -264,9 +343,13 @@ class SlotStore:
 
     def describe(self) -> dict[str, Any]:
         """Slot table for HELLO/STATUS: per model, the state and what each slot holds."""
-        table = {}
+        table: dict[str, dict[str, Any]] = {}
         for name in self.models():
-            state = self.state(name)
+            try:
+                state = self.state(name)
+            except BrokenState as exc:
+                table[name] = {"error": str(exc)}
+                continue
             slots = {}
             for slot in SLOTS:
                 path = self.model_dir(name) / slot
@@ -313,6 +396,7 @@ class SlotStore:
         keep = state["confirmed"] or state["active"]
         return _other(keep) if keep else SLOTS[0]
 
+    @_exclusive
     def stage(self, name: str, tar: Path) -> str:
         """Write the artifact ``tar`` into :meth:`write_target` of ``name``; returns that slot.
 
@@ -340,6 +424,7 @@ class SlotStore:
         crash_point("renamed")
         return slot
 
+    @_exclusive
     def activate(self, name: str, slot: str, *, test: bool, attempts: int = 0) -> None:
         """Run ``slot``: under TEST (``attempts`` agent restarts, then back to the confirmed
         build) or permanently (it becomes the confirmed build — a CONFIRM of that slot)."""
@@ -359,6 +444,7 @@ class SlotStore:
         counter = max(state["security_counter"], int(m.get("security_counter", 0)))
         state.update(confirmed=slot, test=None, security_counter=counter)
 
+    @_exclusive
     def confirm(self, name: str) -> str:
         """Make the running build the confirmed one; returns what changed, in words."""
         state = self.state(name)
@@ -372,6 +458,7 @@ class SlotStore:
         was = f"; {self._label(name, old)} is no longer kept as fallback" if old else ""
         return f"{name}: confirmed {self._label(name, active)}, it survives restarts{was}"
 
+    @_exclusive
     def rollback(self, name: str, attempts: int = 0) -> str:
         """Leave the running build; returns what changed, in words.
 
@@ -396,8 +483,10 @@ class SlotStore:
         return (f"{name}: running {self._label(name, other)} under TEST; `semedge device "
                 f"confirm` keeps it, a restart without that {back}")  # fmt: skip
 
-    def boot(self) -> list[str]:
-        """Count one agent start against every TEST slot; revert those out of attempts.
+    def boot(self, warn: Callable[[str], None] = lambda line: None) -> list[str]:
+        """Count one agent start against every TEST slot; revert those out of attempts;
+        returns the models reverted. A model whose state is broken is skipped (``warn``
+        gets one line), the others boot.
 
         A build under test with no confirmed build to return to keeps running, still
         unconfirmed (it is never promoted to confirmed by a restart).
@@ -405,19 +494,28 @@ class SlotStore:
         reverted = []
         self._sweep()
         for name in self.models():
-            state = self.state(name)
-            test = state["test"]
-            if not test:
-                continue
-            if test["attempts_left"] > 0:
-                test["attempts_left"] -= 1
-            elif state["confirmed"]:
-                state.update(active=state["confirmed"], test=None)
-                reverted.append(name)
-            else:
-                continue
-            self._write_state(name, state)
+            try:
+                if self._count_start(name):
+                    reverted.append(name)
+            except BrokenState as exc:
+                warn(f"skipped model {name}: {exc}")
         return reverted
+
+    @_exclusive
+    def _count_start(self, name: str) -> bool:
+        """One agent start against ``name``'s TEST slot; True if it went back to confirmed."""
+        state = self.state(name)
+        test = state["test"]
+        if not test:
+            return False
+        if test["attempts_left"] > 0:
+            test["attempts_left"] -= 1
+        elif state["confirmed"]:
+            state.update(active=state["confirmed"], test=None)
+        else:
+            return False
+        self._write_state(name, state)
+        return state["test"] is None
 
     def _sweep(self) -> None:
         """Delete what a power cut left half-done: temp files and slot directories of
@@ -446,6 +544,7 @@ class SlotStore:
             )
         return counter
 
+    @_exclusive
     def install_change(
         self, name: str, src: Path, filename: str, signature: bytes | None = None
     ) -> Path:
@@ -468,6 +567,13 @@ class SlotStore:
         write_atomic(path, src.read_bytes(), step="change")
         return path
 
+    @staticmethod
+    def _counter_or_none(header: dict[str, Any], filename: str) -> int | None:
+        try:
+            return change_counter(header, filename)
+        except ChangeError:
+            return None
+
     def _active_in(self, name: str, filename: str) -> list[str]:
         changes = self.state(name)["changes"]
         return sorted(slot for slot, c in changes.items() if filename in c.values())
@@ -488,27 +594,59 @@ class SlotStore:
                     "base_fingerprint": meta.get("base_fingerprint"),
                     "result_fingerprint": meta.get("result_fingerprint"),
                     "domain": meta.get("domain"),
-                    "security_counter": meta.get("security_counter", "0"),
+                    "security_counter": self._counter_or_none(meta, path.name),
                     "signed": path.with_name(f"{path.name}.sig").is_file(),
                     "active_in": self._active_in(name, path.name),
                 })  # fmt: skip
         return out
 
-    def fingerprints(self, name: str, slot: str | None = None) -> list[str]:
-        """Bases a change may name on ``slot`` (default: active): the artifact's, then the
-        result of its active update (a delta made on the updated model)."""
+    def base_fingerprint(self, name: str, slot: str | None = None) -> str | None:
+        """The base every delta and update on ``slot`` (default: active) must name: its
+        artifact's. None when the slot holds no valid artifact."""
         slot = slot or self.state(name)["active"]
         if slot is None or not self._valid(name, slot):
-            return []
-        found = [artifact.read_manifest(self.model_dir(name) / slot)["base_fingerprint"]]
-        update = self.active_changes(name, slot)["update"]
-        if update:
-            found.append(read_header(self.change_path(name, update)).get("result_fingerprint"))
-        return found
+            return None
+        return str(artifact.read_manifest(self.model_dir(name) / slot)["base_fingerprint"])
 
+    def models_on_base(self, fingerprint: Any) -> list[str]:
+        """The models whose running build has base ``fingerprint`` (a broken one has none)."""
+        fitting = []
+        for name in self.models():
+            try:
+                if self.base_fingerprint(name) == fingerprint:
+                    fitting.append(name)
+            except BrokenState:
+                continue
+        return fitting
+
+    def check_base(self, name: str, filename: str, header: dict[str, Any]) -> None:
+        """:class:`WrongBase` unless the change's ``base_fingerprint`` (its header metadata)
+        is the running build's — the rule ``sdk.delta.DeltaCore`` loads by: a delta made
+        on an updated model cannot be loaded."""
+        base, running = header.get("base_fingerprint"), self.base_fingerprint(name)
+        if running is None:
+            raise NoSuchFile(f"model {name} runs no valid artifact; flash one first")
+        if base != running:
+            raise WrongBase(
+                f"{filename} is for base {str(base)[:12]}…, the running build of {name} is "
+                f"{str(running)[:12]}…; adapt against the running build (deltas and updates "
+                "both apply to its base)"
+            )
+
+    def _tensors(self, name: str, filename: str) -> dict[str, Any]:
+        """The safetensors header (tensor names, metadata) of a change file on the device."""
+        try:
+            return read_safetensors_header(self.change_path(name, filename))
+        except (OSError, ValueError) as exc:
+            raise ChangeError(f"{filename} on {name} has an unreadable header ({exc}); flash "
+                              "it again") from None  # fmt: skip
+
+    @_exclusive
     def apply_change(self, name: str, filename: str) -> str:
         """Make a delta (one at a time) or update active on the running slot; returns what
-        changed. Checks the file's base against the slot first; touches nothing on refusal."""
+        changed. Both must name the slot's base, and a delta and an update active together
+        must change different tensors (``sdk.delta.check_disjoint``, read from the headers):
+        so the app always loads what is active. Touches nothing on refusal."""
         kind, path = change_kind(filename), self.change_path(name, filename)
         state = self.state(name)
         slot = state["active"]
@@ -517,31 +655,30 @@ class SlotStore:
         if not path.is_file():
             raise NoSuchFile(f"no {kind} {filename} on {name}; flash it first (see: semedge "
                               "device list)")  # fmt: skip
-        header = read_header(path)
-        self.check_counter(name, filename, header)
-        base = header.get("base_fingerprint")
-        current = self.active_changes(name)
-        bases = self.fingerprints(name)
-        if kind == "update":
-            bases = bases[:1]
-            if current["delta"] and self._delta_base(name, current["delta"]) not in bases:
-                raise InUse(f"delta {current['delta']} depends on update "
-                                  f"{current['update']}; deactivate it first")  # fmt: skip
-        if base not in bases:
-            raise WrongBase(
-                f"{filename} is for base {str(base)[:12]}…, {name} slot {slot} is "
-                f"{str(bases[-1])[:12]}…; adapt against the running model"
-            )
+        header = self._tensors(name, filename)
+        meta = header.get("__metadata__") or {}
+        self.check_counter(name, filename, meta)
+        self.check_base(name, filename, meta)
+        current = {**EMPTY_CHANGES, **state["changes"].get(slot, {})}
         if current[kind] == filename:
             return f"{name}: {kind} {filename} was already active on {slot}; nothing changed"
+        other_kind = "update" if kind == "delta" else "delta"
+        other = current[other_kind]
+        if other:
+            try:
+                check_disjoint(
+                    f"{kind} {filename}", changed_parameters(header),
+                    f"{other_kind} {other}", changed_parameters(self._tensors(name, other)),
+                    f"semedge device {OFF_VERBS[other_kind]} first",
+                )  # fmt: skip
+            except DeltaOverlapError as exc:
+                raise InUse(str(exc)) from None
         state["changes"][slot] = {**current, kind: filename}
         self._write_state(name, state)
         was = f" (replacing {current[kind]})" if current[kind] else ""
         return f"{name}: {kind} {filename} active on {self._label(name, slot)}{was}"
 
-    def _delta_base(self, name: str, filename: str) -> Any:
-        return read_header(self.change_path(name, filename)).get("base_fingerprint")
-
+    @_exclusive
     def revert_change(self, name: str, kind: str) -> str:
         """Deactivate the running slot's delta, or roll back its update; returns what changed."""
         state = self.state(name)
@@ -549,19 +686,12 @@ class SlotStore:
         current = self.active_changes(name)
         if not slot or not current[kind]:
             return f"{name}: no {kind} is active; nothing changed"
-        delta = current["delta"]
-        if (
-            kind == "update"
-            and delta
-            and self._delta_base(name, delta) not in self.fingerprints(name)[:1]
-        ):
-            raise InUse(f"delta {delta} depends on update {current['update']}; semedge device "
-                        "deactivate-delta first")  # fmt: skip
         state["changes"][slot] = {**current, kind: None}
         self._write_state(name, state)
         verb = "deactivated" if kind == "delta" else "rolled back"
         return f"{name}: {verb} {kind} {current[kind]} on {self._label(name, slot)}"
 
+    @_exclusive
     def remove(self, name: str, what: str) -> str:
         """Delete a delta/update file that is active nowhere, or a slot that neither runs nor
         holds the confirmed build; returns what was freed."""
@@ -588,7 +718,7 @@ class SlotStore:
         if not path.is_file():
             raise NoSuchFile(f"no file {what} on {name}; see: semedge device list")
         if self._active_in(name, what):
-            verb = "deactivate-delta" if change_kind(what) == "delta" else "rollback-update"
+            verb = OFF_VERBS[change_kind(what)]
             raise InUse(f"{what} is active on {name} slot {self._active_in(name, what)[0]};"
                               f" semedge device {verb} first")  # fmt: skip
         freed = path.stat().st_size

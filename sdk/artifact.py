@@ -234,7 +234,8 @@ def manifest_bytes(path: str | Path) -> bytes:
         return _read_member(tar, _tar_members(tar, path)[MANIFEST]).read()
 
 
-def _digest(stream: IO[bytes]) -> tuple[str, int]:
+def stream_sha256(stream: IO[bytes]) -> tuple[str, int]:
+    """Hex SHA-256 and size of what is left to read in ``stream``."""
     h = hashlib.sha256()
     size = 0
     while chunk := stream.read(_CHUNK):
@@ -246,7 +247,7 @@ def _digest(stream: IO[bytes]) -> tuple[str, int]:
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of one file (streamed)."""
     with open(path, "rb") as f:
-        return _digest(f)[0]
+        return stream_sha256(f)[0]
 
 
 def _check_entry(where: str, name: str, entry: Mapping[str, Any], sha: str, size: int) -> None:
@@ -274,7 +275,7 @@ def verify_artifact(path: str | Path) -> dict[str, Any]:
                     f"{path}: payload file {name} is missing; copy the whole artifact again"
                 )
             with open(file, "rb") as f:
-                _check_entry(str(path), name, entry, *_digest(f))
+                _check_entry(str(path), name, entry, *stream_sha256(f))
         return manifest
     with open_tar(path) as tar:
         members = _tar_members(tar, path)
@@ -283,7 +284,7 @@ def verify_artifact(path: str | Path) -> dict[str, Any]:
                 raise ArtifactError(
                     f"{path}: payload file {name} is missing from the tar; pack it again"
                 )
-            _check_entry(str(path), name, entry, *_digest(_read_member(tar, members[name])))
+            _check_entry(str(path), name, entry, *stream_sha256(_read_member(tar, members[name])))
     return manifest
 
 
@@ -316,7 +317,7 @@ def write_artifact(
                 else:
                     shutil.copyfile(src, dst)
                 with open(dst, "rb") as f:
-                    sha, size = _digest(f)
+                    sha, size = stream_sha256(f)
                 entries[name] = {"sha256": sha, "size": size}
             full = validate_manifest({**manifest, "files": entries}, "manifest")
             (tmp / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")

@@ -34,7 +34,7 @@ import hashlib
 import json
 import math
 import struct
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -434,6 +434,20 @@ def read_change_file(path: str | Path) -> bytes:
     return path.read_bytes()
 
 
+def safetensors_header(data: bytes) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor entries and ``__metadata__``) from its
+    first bytes (8-byte LE length + JSON)."""
+    if len(data) < 8:
+        raise ValueError("not a safetensors file")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8 or n > 100_000_000:
+        raise ValueError("safetensors header length out of range")
+    header = json.loads(data[8 : 8 + n])
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):
+        raise ValueError("safetensors header or its __metadata__ is not an object")
+    return header
+
+
 def _read_safetensors(
     path: Path, data: bytes | None = None
 ) -> tuple[dict[str, str] | None, dict[str, np.ndarray]]:
@@ -443,8 +457,7 @@ def _read_safetensors(
     try:
         data = path.read_bytes() if data is None else data
         tensors = load(data)
-        (size,) = struct.unpack("<Q", data[:8])
-        metadata = json.loads(data[8 : 8 + size]).get("__metadata__")
+        metadata = safetensors_header(data).get("__metadata__")
     except BaseException as exc:  # safetensors raises (and may panic) on any corruption
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
@@ -746,6 +759,25 @@ class PreparedDelta:
         return set(self.delta.entries)
 
 
+def check_disjoint(
+    what: str, names: Set[str], active: str, active_names: Set[str], fix: str
+) -> None:
+    """The rule for a delta and an update active together (here and on the device's
+    ``SlotStore``): they change different tensors. :class:`DeltaOverlapError` otherwise."""
+    shared = names & active_names
+    if shared:
+        raise DeltaOverlapError(f"{what} and the active {active} both change {min(shared)}; {fix}")
+
+
+def changed_parameters(header: Mapping[str, Any]) -> set[str]:
+    """The parameters a delta/update file changes, from its safetensors header alone (the
+    tensor names: a delta stores ``P.delta_values`` per parameter ``P``, an update ``P``)."""
+    tensors = [name for name in header if name != "__metadata__"]
+    if (header.get("__metadata__") or {}).get("format") == FORMAT:
+        return {n.removesuffix(".delta_values") for n in tensors if n.endswith(".delta_values")}
+    return set(tensors)
+
+
 def _address(arr: np.ndarray) -> int:
     return int(arr.__array_interface__["data"][0])
 
@@ -882,13 +914,12 @@ class DeltaCore:
         if prepared is current:
             return
         for other in self._active.values():
-            shared = prepared.names & other.names if other.kind != prepared.kind else set()
-            if shared:
-                raise DeltaOverlapError(
-                    f"{prepared.kind} {prepared.delta.name!r} and the active {other.kind} "
-                    f"{other.delta.name!r} both change {sorted(shared)[0]}; deactivate "
-                    f"{other.delta.name!r} first"
-                )
+            if other.kind != prepared.kind:
+                check_disjoint(
+                    f"{prepared.kind} {prepared.delta.name!r}", prepared.names,
+                    f"{other.kind} {other.delta.name!r}", other.names,
+                    f"deactivate {other.delta.name!r} first",
+                )  # fmt: skip
         if current is not None:
             self._restore(current)
         for seg in prepared.segments:

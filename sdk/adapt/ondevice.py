@@ -5,8 +5,9 @@ the CPU or a CUDA device (:func:`torch_device`), then hand the delta or update t
 device the way the agent would take it:
 
 * :func:`install_local` (``--install ROOT``, on the device itself): through the agent's
-  :class:`~firmware_bridge.slots.SlotStore` — the model is the one whose running base
-  the file names, the signature is checked where the device trusts a key, the file is
+  :class:`~firmware_bridge.slots.SlotStore` (which locks ``state.json`` against the
+  agent's own changes) — the model is the one whose running base the file names, the
+  signature is checked where the device trusts a key, the file is
   placed atomically and, with ``activate``, switched on in ``state.json``. An app that
   follows the device (:meth:`sdk.Runtime.open_device`) picks it up on its next poll.
 * :func:`push` (``--port PORT``, from a host): flashed over the link with the flasher
@@ -15,7 +16,6 @@ device the way the agent would take it:
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,7 +57,7 @@ def _model_for(store: SlotStore, base: object, model: str | None) -> str:
                 f"{', '.join(installed) or 'none'}); flash it first"
             )
         return model
-    fitting = [m for m in installed if base in store.fingerprints(m)]
+    fitting = store.models_on_base(base)
     if len(fitting) == 1:
         return fitting[0]
     if not fitting:
@@ -82,18 +82,13 @@ def install_local(
     change_kind(path.name)
     check_root(root)
     store = SlotStore(root)
-    base = read_header(path).get("base_fingerprint")
-    name = _model_for(store, base, model)
-    if base not in store.fingerprints(name):
-        raise WrongBase(
-            f"{path.name} is for base {str(base)[:12]}…, not the running build of {name}; "
-            "adapt against the running model"
-        )
+    header = read_header(path)
+    name = _model_for(store, header.get("base_fingerprint"), model)
+    store.check_base(name, path.name, header)
     signature = signing.read_signature(path)
     if trusted_key is not None:
-        digest = hashlib.sha256(path.read_bytes()).digest()
         try:
-            signing.verify_bytes(digest, signature, trusted_key)
+            signing.verify_bytes(signing.signed_message(path), signature, trusted_key)
         except signing.SignatureError as exc:
             raise signing.SignatureError(f"{path.name} refused: {exc}") from None
     store.install_change(name, path, path.name, signature)

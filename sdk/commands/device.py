@@ -116,6 +116,9 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     facts = (f"{k}={'unknown' if v is None else v}" for k, v in status["facts"].items())
     lines = ["device: " + ", ".join(facts)]
     for name, m in status["models"].items():
+        if "error" in m:  # this model's state is broken; the others are listed as usual
+            lines.append(f"{name}: ERROR {m['error']}")
+            continue
         lines.append(f"{name}: active {_slot(m, m['active'])} [{_test_state(m)}], "
                      f"previous {_slot(m, m['previous'])}")  # fmt: skip
         for slot, info in m["slots"].items():
@@ -124,7 +127,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         for kind in ("deltas", "updates"):
             if m.get(kind):
                 lines.append(f"  {kind}: " + ", ".join(m[kind]))
-        active = m["changes"].get(m["active"], {}) if m["active"] else {}
+        changes = m.get("changes", {})  # an agent of protocol 1 sends none
+        active = changes.get(m["active"], {}) if m["active"] else {}
         on = [f"{k} {v}" for k, v in active.items() if v]
         if on:
             lines.append("  active on the running build: " + ", ".join(on))
@@ -137,7 +141,11 @@ def status_lines(status: dict[str, Any]) -> list[str]:
 def list_lines(inventory: dict[str, Any]) -> list[str]:
     """LIST as an aligned table: one row per slot and per delta/update file."""
     rows = [("model", "what", "size", "fingerprint", "signed", "state")]
+    broken = []
     for name, m in inventory["models"].items():
+        if "error" in m:
+            broken.append(f"{name}: ERROR {m['error']}")
+            continue
         for slot, info in m["slots"].items():
             role = ("running " if slot == m["active"] else "") + (
                 "confirmed" if slot == m["confirmed"] else "test" if slot == m["active"] else ""
@@ -155,7 +163,7 @@ def list_lines(inventory: dict[str, Any]) -> list[str]:
     lines = [
         "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
     ]
-    return [*lines, f"free: {inventory['free_bytes']} bytes"]
+    return [*lines, *broken, f"free: {inventory['free_bytes']} bytes"]
 
 
 def _slot(model: dict[str, Any], slot: str | None) -> str:

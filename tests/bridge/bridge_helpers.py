@@ -36,9 +36,12 @@ def make_artifact(
     return artifact.write_artifact(where, manifest, {"model.onnx": payload})
 
 
-def make_delta(path: Path, base_fingerprint: str, size: int = 3000, counter: int = 0) -> Path:
-    """A valid delta (``size`` bytes of random float32 values) for a made-up parameter ``w``
-    of a base with that fingerprint, with security counter ``counter``; no torch."""
+def make_delta(
+    path: Path, base_fingerprint: str, size: int = 3000, counter: int = 0, param: str = "w"
+) -> Path:
+    """A valid delta (``size`` bytes of random float32 values) for a made-up parameter
+    ``param`` (``size // 2`` elements) of a base with that fingerprint, with security
+    counter ``counter``; no torch."""
     import numpy as np
 
     from sdk.delta import Delta, DeltaEntry, save_delta
@@ -47,22 +50,28 @@ def make_delta(path: Path, base_fingerprint: str, size: int = 3000, counter: int
     values = np.random.default_rng(1).standard_normal(count).astype(np.float32)
     entry = DeltaEntry(np.arange(count, dtype=np.int64), values, (2 * count,))
     extra = {"security_counter": str(counter)}
-    delta = Delta("rotation", base_fingerprint, 0.5, {"w": entry}, extra=extra)
+    delta = Delta("rotation", base_fingerprint, 0.5, {param: entry}, extra=extra)
     return save_delta(delta, path, "int32")
 
 
 def make_update(
-    path: Path, base_fingerprint: str, result_fingerprint: str, size: int = 3000, counter: int = 0
+    path: Path,
+    base_fingerprint: str,
+    result_fingerprint: str,
+    size: int = 3000,
+    counter: int = 0,
+    param: str = "u",
 ) -> Path:
-    """A valid SLF update package (``size`` bytes of float32 values for a made-up ``w``)
-    turning the base with ``base_fingerprint`` into ``result_fingerprint``; no torch."""
+    """A valid SLF update package (``size`` bytes of float32 values for a made-up ``param``;
+    by default not the deltas' ``w``, so both can be active together) turning the base with
+    ``base_fingerprint`` into ``result_fingerprint``; no torch."""
     import numpy as np
 
     from sdk.delta import Update, save_update
 
     values = np.random.default_rng(2).standard_normal(size // 4).astype(np.float32)
     extra = {"security_counter": str(counter)}
-    update = Update("partner", base_fingerprint, result_fingerprint, {"w": values}, extra=extra)
+    update = Update("partner", base_fingerprint, result_fingerprint, {param: values}, extra=extra)
     return save_update(update, path)
 
 

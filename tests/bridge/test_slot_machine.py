@@ -4,8 +4,10 @@ deactivate/roll back, remove a file or slot), against the tables in docs/flashin
 
 After every step: a confirmed build exists whenever one existed before (and changes only
 by a CONFIRM or a permanent activation), what ``describe()`` (the STATUS reply) says
-matches the files on disk and the table, every active change is a file on disk, and the
-change security counter (the highest installed) never goes down, even across power cuts.
+matches the files on disk and the table, every active change is a file on disk, the
+change security counter (the highest installed) never goes down, even across power cuts,
+and every slot's active delta/update pair loads on ``sdk.delta.DeltaCore`` as
+``sdk.Runtime.open_device`` loads it (both on the build's base, different tensors).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -24,6 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from firmware_bridge import slots
 from firmware_bridge.slots import InUse, NoSuchFile, SlotError, SlotStore, WrongBase, change_kind
 from sdk import artifact
+from sdk.delta import DeltaCore, load_change
 
 from .bridge_helpers import make_artifact, make_delta, make_update
 
@@ -32,13 +36,15 @@ STORE_STEPS = ("leave-test-written", "leave-test-renamed", "extracted", "old-rem
                "renamed", "state-written", "state-renamed")  # fmt: skip
 """Every crash point a SlotStore write passes (the agent's own ones are tested over ptys)."""
 BASE, RESULT = "ab" * 32, "12" * 32  # every build's base; the update's result
-CHANGES = {  # file -> (base, result of an update, security counter)
-    "d1.delta.safetensors": (BASE, None, 0),
-    "d2.delta.safetensors": (BASE, None, 2),
-    "alien.delta.safetensors": ("34" * 32, None, 0),
-    "u.update.safetensors": (BASE, RESULT, 1),
-    "on-u.delta.safetensors": (RESULT, None, 1),
+CHANGES = {  # file -> (base, result of an update, security counter, the tensor it changes)
+    "d1.delta.safetensors": (BASE, None, 0, "w"),  # a downgrade once d2.. are installed
+    "d2.delta.safetensors": (BASE, None, 2, "w"),
+    "d3.delta.safetensors": (BASE, None, 2, "v"),  # the update's tensor: never beside it
+    "alien.delta.safetensors": ("34" * 32, None, 0, "w"),
+    "u.update.safetensors": (BASE, RESULT, 2, "v"),
+    "on-u.delta.safetensors": (RESULT, None, 2, "w"),  # made on the updated model: refused
 }
+SIZE = 400  # bytes of values: a delta changes half of its tensor, an update all of it
 CHANGE_STEPS = ("change-counter-written", "change-counter-renamed", "change-written",
                 "change-renamed")  # fmt: skip
 """Crash points of installing a change: the raised counter, then the file."""
@@ -50,11 +56,11 @@ class PowerCut(BaseException):
 
 @cache
 def change_file(name: str) -> Path:
-    base, result, counter = CHANGES[name]
+    base, result, counter, param = CHANGES[name]
     where = Path(tempfile.mkdtemp(prefix="semedge-changes-"))
     if result is None:
-        return make_delta(where / name, base, 200, counter)
-    return make_update(where / name, base, result, 200, counter)
+        return make_delta(where / name, base, SIZE // 2, counter, param)
+    return make_update(where / name, base, result, SIZE, counter, param)
 
 
 @cache
@@ -232,13 +238,13 @@ class SlotMachine(RuleBasedStateMachine):
             return NoSuchFile
         if CHANGES[name][2] < self.floor:
             return slots.Downgrade
-        on = self.on.get(self.active, {})
-        bases = [BASE] + ([RESULT] if "update" in on else [])
-        if change_kind(name) == "update":
-            bases = [BASE]
-            if "delta" in on and CHANGES[on["delta"]][0] not in bases:
-                return InUse
-        return None if CHANGES[name][0] in bases else WrongBase
+        if CHANGES[name][0] != BASE:
+            return WrongBase  # deltas and updates both apply to the build's own base
+        kind = change_kind(name)
+        beside = self.on.get(self.active, {}).get("update" if kind == "delta" else "delta")
+        if beside and CHANGES[beside][3] == CHANGES[name][3]:
+            return InUse  # a delta and an update active together change different tensors
+        return None
 
     @rule(name=st.sampled_from(sorted(CHANGES)), cut=st.sampled_from((None, *STORE_STEPS)))
     def activate_change(self, name: str, cut: str | None) -> None:
@@ -255,23 +261,15 @@ class SlotMachine(RuleBasedStateMachine):
             self.restart()
 
     @precondition(lambda self: "update" in self.on.get(self.active or "", {}))
-    @rule()
-    def activate_delta_made_on_the_update(self) -> None:
-        """Made likely on purpose: random draws rarely line up update-then-its-delta."""
-        self.activate_change("on-u.delta.safetensors", None)
+    @rule(name=st.sampled_from(("on-u.delta.safetensors", "d2.delta.safetensors",
+                                "d3.delta.safetensors")))  # fmt: skip
+    def activate_delta_beside_the_update(self, name: str) -> None:
+        """Made likely on purpose: random draws rarely line up an update, then a delta."""
+        self.activate_change(name, None)
 
     @rule(kind=st.sampled_from(("delta", "update")))
     def revert_change(self, kind: str) -> None:
         on = self.on.get(self.active or "", {})
-        if (
-            kind == "update"
-            and "update" in on
-            and "delta" in on
-            and CHANGES[on["delta"]][0] != BASE
-        ):
-            with pytest.raises(InUse):
-                self.store.revert_change("rx", kind)
-            return
         said = self.store.revert_change("rx", kind)
         if kind in on:
             del on[kind]
@@ -327,6 +325,17 @@ class SlotMachine(RuleBasedStateMachine):
             assert state["confirmed"] is not None
             held = artifact.verify_artifact(self.store.model_dir("rx") / state["confirmed"])
             assert held["model"]["version"] == self.ever_confirmed
+
+    @invariant()
+    def every_slots_changes_load_as_the_app_loads_them(self) -> None:
+        """What ``Runtime.open_device`` does with a slot's record: the update, then the
+        delta, activated on one ``DeltaCore`` of the build's base (refusals raise)."""
+        for on in self.store.state("rx")["changes"].values():
+            weights = {p: np.zeros(SIZE // 4, np.float32) for p in ("v", "w")}
+            core = DeltaCore(weights, BASE)
+            for kind in ("update", "delta"):
+                if on.get(kind):
+                    core.activate(load_change(self.store.change_path("rx", on[kind])))
 
     @invariant()
     def the_change_counter_never_goes_down(self) -> None:

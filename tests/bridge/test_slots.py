@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from firmware_bridge.slots import SlotError, SlotStore, safe_name, safe_path
+from firmware_bridge.slots import NoSuchFile, SlotError, SlotStore, safe_name, safe_path
 from sdk import artifact
 
 from .bridge_helpers import make_artifact
@@ -134,3 +134,11 @@ def test_a_root_that_cannot_hold_models_is_a_one_line_refusal(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(SlotError, match="give --root a writable directory"):
         SlotStore(blocker / "root")
+
+
+def test_a_change_without_a_base_needs_a_running_build(tmp_path):
+    """A header naming no base never matches a model that runs nothing valid."""
+    store = SlotStore(tmp_path / "root")
+    store.stage("rx", artifact.pack(make_artifact(tmp_path / "v1")))  # staged, never run
+    with pytest.raises(NoSuchFile, match="runs no valid artifact; flash one first"):
+        store.check_base("rx", "x.delta.safetensors", {})

@@ -8,6 +8,8 @@ import contextlib
 import hashlib
 import io
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 from firmware_bridge import signing
 from firmware_bridge.host import serial_flasher
 from firmware_bridge.relay import Relay
-from firmware_bridge.slots import CRASH_ENV, SlotStore
+from firmware_bridge.slots import CRASH_ENV, STOP_ENV, SlotStore
 from sdk import artifact
 from sdk.cli import main
 
@@ -115,6 +117,7 @@ def test_switching_deltas_and_updates(device):
     sunny = next(c for c in inventory["changes"] if c["file"] == "sunny.delta.safetensors")
     assert sunny["size"] == (device.tmp / sunny["file"]).stat().st_size
     assert sunny["base_fingerprint"] == BASE and sunny["signed"] is False
+    assert sunny["security_counter"] == 0  # an integer (the header keeps text)
     slot = inventory["slots"]["A"]
     assert slot["signed"] is False and slot["base_fingerprint"] == BASE
     assert slot["size"] == sum(f.stat().st_size for f in (root / "models/rx/A").rglob("*"))
@@ -130,11 +133,18 @@ def test_switching_deltas_and_updates(device):
 
     device.ok("apply-update", "partner.update.safetensors")
     assert state(root)["changes"]["A"]["update"] == "partner.update.safetensors"
-    # a delta made on the updated model applies on top; the update then cannot go first
-    device.flash(make_delta(device.tmp / "after.delta.safetensors", UPDATED))
+    # beside the update: a delta on the build's base that changes other tensors, never one
+    # made on the updated model (refused before any data moves) or one changing its tensor
+    on_updated = make_delta(device.tmp / "on-updated.delta.safetensors", UPDATED)
+    res = run_cli("flash", "--port", device.relay.host_port, str(on_updated))
+    assert "WRONG_BASE" in res.stderr and "deltas and updates both apply to its base" in res.stderr
+    device.flash(make_delta(device.tmp / "after.delta.safetensors", BASE))  # w; the update: u
     device.ok("activate-delta", "after.delta.safetensors")
-    device.refused("rollback-update", code="IN_USE")
+    device.flash(make_delta(device.tmp / "clash.delta.safetensors", BASE, param="u"))
+    said = device.refused("activate-delta", "clash.delta.safetensors", code="IN_USE")
+    assert "both change u; semedge device rollback-update first" in said
     device.ok("deactivate-delta")
+    device.ok("remove", "clash.delta.safetensors")
     assert device.ok("rollback-update").startswith("rx: rolled back update partner")
     assert "nothing changed" in device.ok("rollback-update")
 
@@ -170,6 +180,30 @@ def test_pull_resumes_by_hash_and_checks_integrity(device, tmp_path):
     assert not Path(f"{dest2}.part").exists()
     device.ok("pull", "active/manifest.json", "--out", str(tmp_path / "m.json"))
     assert json.loads((tmp_path / "m.json").read_text())["model"]["name"] == "rx"
+
+
+def test_pull_sends_the_file_it_hashed(tmp_path):
+    """A file replaced while PULL opens it (the agent paused there) comes whole, as opened:
+    the hash and every READ use one descriptor, never the path twice."""
+    dev = Device(tmp_path)
+    try:
+        dev.flash(make_artifact(tmp_path / "v1", fingerprint=BASE), "permanent")
+        delta = make_delta(tmp_path / "sunny.delta.safetensors", BASE)
+        dev.flash(delta)
+        dev.restart(env={STOP_ENV: "pull-opened"})
+        dest = tmp_path / "got.delta.safetensors"
+        pull = dev.procs.popen("device", "pull", "deltas/sunny.delta.safetensors", "--out",
+                               str(dest), "--port", dev.relay.host_port)  # fmt: skip
+        _, status = os.waitpid(dev.agent.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        newer = make_delta(tmp_path / "newer.delta.safetensors", BASE, size=5000)
+        os.replace(newer, dev.root / "models/rx/deltas" / delta.name)  # as a script would
+        os.kill(dev.agent.pid, signal.SIGCONT)
+        _, err = pull.communicate(timeout=60)
+        assert pull.returncode == 0, err.decode()
+        assert dest.read_bytes() == delta.read_bytes()
+    finally:
+        dev.close()
 
 
 @pytest.mark.parametrize(

@@ -172,7 +172,7 @@ def test_local_install_refuses_a_lower_security_counter(fresh_root, tmp_path):
     from sdk.adapt.ondevice import install_local
     from tests.bridge.bridge_helpers import make_delta
 
-    base = SlotStore(fresh_root).fingerprints("jscc")[0]
+    base = SlotStore(fresh_root).base_fingerprint("jscc")
     newer = make_delta(tmp_path / "n.delta.safetensors", base, counter=4)
     older = make_delta(tmp_path / "o.delta.safetensors", base, counter=2)
     assert "active on A" in install_local(fresh_root, newer, activate=True)
