@@ -254,12 +254,13 @@ def _plot_int8(demo: Demo, int8: dict[str, Any]) -> Path:
     from matplotlib import pyplot as plt
 
     from sdk.files import save_figure
+    from sdk.pipelines.report import signed
 
     rows = [(label, m) for label, r in int8.items() for m in r["metrics"]]
     fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.2), squeeze=False)
     for ax, (label, m) in zip(axes[0], rows, strict=True):
         ax.bar(["fp32", "int8"], [m["fp32"], m["int8"]], color=["C0", "C1"])
-        ax.set_title(f"{label}: {m['metric']} (drop {m['drop']:+.2f})", fontsize=9)
+        ax.set_title(f"{label}: {m['metric']} (drop {signed(m['drop'])})", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("INT8 post-training quantization: task metric on held-out data")
     fig.tight_layout()

@@ -47,10 +47,15 @@ def _f(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def _signed(value: float) -> str:
+def signed(value: float) -> str:
     """``+0.12`` / ``-0.12``, and ``0.00`` for what rounds to zero (no ``-0.00``)."""
     text = f"{value:+.2f}"
     return "0.00" if text in ("+0.00", "-0.00") else text
+
+
+def _sentence(text: str) -> str:
+    """A headline as a sentence of the report's text."""
+    return text[:1].upper() + text[1:] + "."
 
 
 def _accuracy(row: dict[str, Any]) -> str:
@@ -77,7 +82,7 @@ def _train_headline(r: dict[str, Any]) -> str:
 
 def _build_headline(r: dict[str, Any]) -> str:
     drops = ", ".join(
-        f"{label} {m['metric']} {_signed(m['drop'])}"
+        f"{label} {m['metric']} {signed(m['drop'])}"
         for label, item in r["int8"].items()
         for m in item["metrics"]
     )
@@ -110,7 +115,7 @@ def _slf_headline(r: dict[str, Any]) -> str:
     mis = r["misaligned"]
     back = all(x["bit_exact_after_rollback"] for x in r["runs"])
     return (
-        f"accuracy / PSNR: misaligned {_accuracy(mis)} / {_f(mis['psnr'])} dB -> SLF {runs}; "
+        f"accuracy / PSNR: misaligned {_accuracy(mis)} / {_f(mis['psnr'])} dB → SLF {runs}; "
         f"rolled back: {'bit-exact' if back else 'NOT bit-exact'}"
     )
 
@@ -143,8 +148,7 @@ def _train(r: dict[str, Any]) -> tuple[str, str, list[Table]]:
         f"on {r['mnist_train']:,} MNIST digits and tested on {r['mnist_test']}: GAI, and GAI "
         "with a KEM memory between the fused task features and the channel (8 slots, each "
         f"reading its top 16 tokens); parameters: {sizes} (second table). "
-        + _train_headline(r)
-        + "."
+        + _sentence(_train_headline(r))
     )
     return "1. Train", text, [photos, digits]
 
@@ -153,7 +157,7 @@ def _build(r: dict[str, Any]) -> tuple[str, str, list[Table]]:
     rows = [["model", "backend", "metric", "fp32", "int8", "drop"]]
     rows += [
         [label, item["backend"], METRIC_UNITS.get(m["metric"], m["metric"]), _f(m["fp32"]),
-         _f(m["int8"]), _signed(m["drop"])]
+         _f(m["int8"]), signed(m["drop"])]
         for label, item in r["int8"].items()
         for m in item["metrics"]
     ]  # fmt: skip
@@ -161,9 +165,10 @@ def _build(r: dict[str, Any]) -> tuple[str, str, list[Table]]:
         f"The receiver is built as an {_backend(r['backend'])} artifact with the decoder's "
         "weights as switchable delta targets. The DeepJSCC (`transceiver`) and the GAI "
         "transmitter with its receiver (`multitask`) are also built in INT8 (explicit Q/DQ, "
-        "entropy calibration on training data); the drop is measured on held-out data "
-        "against the float model in torch (PSNR in dB, accuracy in percentage points; a "
-        "positive drop is a loss)."
+        "entropy calibration on training data); the drop is measured against the float model "
+        "in torch on held-out validation samples sent at 0, 10 and 20 dB (so the PSNR is not "
+        "step 1's at 10 dB), PSNR in dB and accuracy in percentage points; a positive drop "
+        "is a loss."
     )
     return "2. Export, calibrate, build", text, [rows]
 
@@ -184,7 +189,9 @@ def _flash(r: dict[str, Any]) -> tuple[str, str, list[Table]]:
         f"{_f(r['flash_seconds'], 1)} s) into slot {r['installed_slot']} in TEST; the "
         "health check runs the device runtime on held-out images, then the build is "
         "confirmed. A second build with scrambled decoder weights goes in TEST, fails the "
-        f"health check and is rolled back. {_flash_headline(r)}."
+        "health check and is rolled back: the confirmed build is active again. The device's "
+        f"SHA-256 {'matches' if r['sha256_match'] else 'DIFFERS from'} the manifest for every "
+        "file in the slot (second table)."
     )
     return "3. Flash, confirm, roll back", text, [events, hashes]
 
@@ -220,7 +227,7 @@ def _delta(r: dict[str, Any]) -> tuple[str, str, list[Table]]:
         "(`sdk.Runtime.open_device`); while it runs, the agent switches the delta on "
         f'(`semedge device activate-delta`; the agent: "{r["switch"]["on"]["agent"]}") '
         "and off again (`semedge device deactivate-delta`), and the app picks each switch "
-        f"up. {_delta_headline(r)}. The app against the torch reference: max |diff| "
+        f"up. {_sentence(_delta_headline(r))} The app against the torch reference: max |diff| "
         f"{r['max_abs_diff_vs_torch']['base']:.1e} (delta off), "
         f"{r['max_abs_diff_vs_torch']['delta on']:.1e} (delta on)."
     )
@@ -229,10 +236,11 @@ def _delta(r: dict[str, Any]) -> tuple[str, str, list[Table]]:
 
 def _runs(weights: dict[str, Any]) -> str:
     """What the device reports it runs: base fingerprint, and the update on it."""
-    base = f"base {weights['base_fingerprint'][:10]}…"
+    base = f"base {weights['base_fingerprint'][:8]}…"
     if not weights["update"]:
         return base
-    return f"{base} + {weights['update']} (SHA-256 {weights['update_sha256'][:10]}…)"
+    update = weights["update"].removesuffix(".update.safetensors")
+    return f"{base} + update {update} ({weights['update_sha256'][:8]}…)"
 
 
 def _slf(r: dict[str, Any]) -> tuple[str, str, list[Table]]:
@@ -277,8 +285,7 @@ def _slf(r: dict[str, Any]) -> tuple[str, str, list[Table]]:
         f"PSNR are the app's, on {r['test_images']} held-out digits sent at "
         f"{REPORT_DB:g} dB. Time runs from the pull until the app serves the update; the "
         "second table splits it (apply: from the agent's verb until the app serves the "
-        "update) and shows what the device reports it runs. "
-        f"{_slf_headline(r)}."
+        "update) and shows what the device reports it runs. " + _sentence(_slf_headline(r))
     )
     return "6. Re-alignment over the link (SLF)", text, [rows, link]
 
@@ -374,6 +381,7 @@ body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; line-height:
 table {{ border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }}
 th, td {{ border: 1px solid #bbb; padding: 0.2em 0.6em; text-align: right; }}
 th {{ background: #eee; }}
+td:first-child, th:first-child {{ text-align: left; }}
 img {{ max-width: 100%; display: block; margin: 0.6em 0; }}
 pre {{ background: #f4f4f4; padding: 0.5em; overflow-x: auto; }}
 </style></head>
