@@ -263,7 +263,8 @@ def _slf(r: dict[str, Any]) -> tuple[str, str, list[Table]]:
     link += [
         [
             str(x["freeze"]),
-            *(_f(x["seconds"][k], 1) for k in ("pull", "fine_tune", "push", "apply")),
+            *(_f(x["seconds"][k], 1) for k in ("pull", "fine_tune", "push")),
+            _f(x["seconds"]["apply"]),
             _runs(x["device"]["applied"]),
             _runs(x["device"]["rolled_back"]),
             "bit-exact" if x["bit_exact_after_rollback"] else "DIFFERENT",
