@@ -328,14 +328,15 @@ def flash(demo: Demo) -> dict[str, Any]:
 
 
 def _health(demo: Demo) -> float:
-    """PSNR of the active build on held-out images at the report SNR: the health check."""
+    """PSNR of what the device runs (an app following it) on held-out images at the report
+    SNR: the health check."""
     from sdk import Runtime
     from sdk.checkpoint import load_checkpoint
 
     model = load_checkpoint(demo.out / "transceiver")
     images = _test_set(demo).images[:64]
-    with Runtime.load(active_artifact(demo)) as rt:
-        return _device_psnr(rt, _symbols(model, images, REPORT_DB), images)
+    with Runtime.open_device(demo.device_root, RX_NAME) as app:
+        return _device_psnr(app, _symbols(model, images, REPORT_DB), images)
 
 
 def _event(what: str, status: dict[str, Any], health: float) -> dict[str, Any]:
@@ -386,7 +387,7 @@ def channel(demo: Demo) -> dict[str, Any]:
     images = test_set.images
     rows = []
     bar = _bar(demo, "channel", 2 * len(SWEEP_DB))
-    with Runtime.load(active_artifact(demo)) as rt:
+    with Runtime.open_device(demo.device_root, RX_NAME) as rt:
         for name, link in (("AWGN", AWGN()), ("Rayleigh", Rayleigh("mmse"))):
             uncoded = Uncoded(model.channel_uses, link)
             for snr in SWEEP_DB:

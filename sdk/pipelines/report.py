@@ -187,7 +187,7 @@ def _flash(r: dict[str, Any]) -> tuple[str, str, list[Table]]:
         f"A device agent in its own process on a pty pair at 921,600 baud receives the "
         f"artifact ({r['artifact_bytes']:,} bytes, {r['wire_bytes']:,} bytes on the wire, "
         f"{_f(r['flash_seconds'], 1)} s) into slot {r['installed_slot']} in TEST; the "
-        "health check runs the device runtime on held-out images, then the build is "
+        "health check runs an app following the device on held-out images, then the build is "
         "confirmed. A second build with scrambled decoder weights goes in TEST, fails the "
         "health check and is rolled back: the confirmed build is active again. The device's "
         f"SHA-256 {'matches' if r['sha256_match'] else 'DIFFERS from'} the manifest for every "
@@ -203,7 +203,8 @@ def _channel(r: dict[str, Any]) -> tuple[str, str, list[Table]]:
     rows = [["SNR (dB)", *models]]
     rows += [[f"{s:g}"] + [_f(at[(m, s)]) for m in models] for s in snrs]
     text = (
-        f"The runtime on the device's active artifact ({_backend(r['backend'])}) decodes "
+        f"An app on the device (`sdk.Runtime.open_device`, serving the active slot's "
+        f"artifact: {_backend(r['backend'])}) decodes "
         f"symbols sent over AWGN and block Rayleigh fading (MMSE equalisation), {r['images']} "
         "held-out patches per point, against analog uncoded transmission at the same "
         "bandwidth. PSNR in dB."
