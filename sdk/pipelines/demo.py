@@ -2,8 +2,8 @@
 
 Steps (each writes ``DIR/steps/<step>.json`` and its plots under ``DIR/plots/``):
 
-1. ``train``   a DeepJSCC (R = 1/6) on patches of the scikit-image photos, and a
-               two-task GAI transmitter (reconstruction + class) on MNIST;
+1. ``train``   a DeepJSCC (R = 1/6) on patches of the scikit-image photos, and two
+               two-task transmitters (reconstruction + class) on MNIST: GAI and GAI+KEM;
 2. ``build``   the receiver as an artifact (``--backend auto``: TensorRT where it is
                usable, else ONNX Runtime), plus INT8 builds of both models with their
                task drop measured on held-out data (:func:`sdk.runtime.compare.compare_tasks`);
@@ -13,10 +13,13 @@ Steps (each writes ``DIR/steps/<step>.json`` and its plots under ``DIR/plots/``)
 4. ``channel`` the runtime on the active slot's artifact over AWGN and Rayleigh (MMSE)
                across an SNR sweep, against uncoded transmission at the same bandwidth;
 5. ``delta``   a hue-shifted camera: a ZFDA delta trained on PNGs in the device's root,
-               switched on in the running app and off again (gain, bit-exact return);
+               switched on and off through the agent while an app follows the device
+               (``Runtime.open_device``): gain, bit-exact return;
 6. ``slf``     two digit transceivers (reconstruction + class) trained apart: one's
-               transmitter with the other's receiver is misaligned; SLF re-aligns them
-               for two values of ℓ (accuracy, PSNR, bytes down and up, time);
+               transmitter with the other's receiver (on the device) is misaligned; SLF
+               re-aligns them over the link for two values of ℓ — decoder pulled through
+               the agent, update pushed, applied and rolled back through it, measured in
+               the app that follows the device (accuracy, PSNR, bytes down and up, time);
 7. ``report``  ``DIR/report.md`` and ``DIR/report.html``.
 
 A step reuses its cached result when one exists for the same settings (``--only STEP``
@@ -52,7 +55,7 @@ SWEEP_DB = (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
 REPORT_DB = 10.0
 DOMAIN = "hue"
 RX_NAME = "demo-rx"
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 """Bumped whenever a step's result changes shape, so older cached results are redone."""
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
+from sdk.artifact import file_sha256
+from sdk.checkpoint import resolve
 from sdk.cli import main
-from sdk.pipelines.demo import QUICKSTART, STEPS, TINY, Demo, DemoError
+from sdk.pipelines.demo import QUICKSTART, RX_NAME, STEPS, TINY, Demo, DemoError
+from sdk.pipelines.demo_steps import SLF_DOWNLOAD, SLF_RX
 from tests.demo.conftest import result
 
 
@@ -60,6 +64,36 @@ def test_delta_gain_and_bit_exact_return(demo_run):
     assert len(pictures) == r["local_images"] == TINY.zfda_images
 
 
+def test_delta_is_switched_by_the_agent_and_followed_by_the_app(demo_run):
+    out = demo_run["out"]
+    r = result(out, "delta")
+    name = Path(r["delta"]).name
+    assert f"delta {name} active" in r["switch"]["on"]["agent"]
+    assert f"deactivated delta {name}" in r["switch"]["off"]["agent"]
+    assert all(s["seconds"] > 0 for s in r["switch"].values())
+    model = out / "device" / "models" / RX_NAME
+    assert (model / "deltas" / name).read_bytes() == Path(r["delta"]).read_bytes()
+    state = json.loads((model / "state.json").read_text())
+    assert not any(state["changes"].get(state["active"], {}).values())  # switched off again
+    assert "agent" in (out / "device-agent-delta.log").read_text()
+
+
+def test_gai_and_kem_are_trained_and_reported_per_task(demo_run):
+    r = result(demo_run["out"], "train")
+    assert list(r["multitask_models"]) == ["GAI", "GAI+KEM"]
+    gai, kem = (r["multitask_models"][k] for k in ("GAI", "GAI+KEM"))
+    assert kem["parameters"] > gai["parameters"]  # the KEM memory is there
+    config = json.loads((resolve(kem["checkpoint"]) / "config.json").read_text())
+    assert config["args"]["kem_slots"] > 0
+    snrs = {x["snr_db"] for x in r["multitask_sweep"]}
+    for label in ("GAI", "GAI+KEM"):
+        rows = [x for x in r["multitask_sweep"] if x["model"] == label]
+        assert {x["snr_db"] for x in rows} == snrs
+        for x in rows:
+            assert 0 <= x["accuracy"] <= 1 and 5 < x["psnr"] < 60
+        assert r["multitask_at_report_db"][label]["accuracy"] > 0.1  # above chance (10 %)
+
+
 def test_channel_sweep_covers_both_channels_against_uncoded(demo_run):
     rows = result(demo_run["out"], "channel")["rows"]
     curves = {row["model"] for row in rows}
@@ -77,11 +111,34 @@ def test_slf_improves_over_the_misaligned_pair(demo_run):
     for run in r["runs"]:
         assert run["accuracy"] > r["misaligned"]["accuracy"] + 0.1
         assert run["psnr"] > r["misaligned"]["psnr"]
-        assert 0 < run["upload_bytes"] <= run["download_bytes"]
+        assert 0 < run["tensor_bytes"]["up"] <= run["tensor_bytes"]["down"]
+        assert run["download_bytes"] > run["tensor_bytes"]["down"]  # the file: header too
+        assert all(seconds > 0 for seconds in run["seconds"].values())
     frozen_more = max(r["runs"], key=lambda x: x["freeze"])
     assert frozen_more["upload_bytes"] < min(
         x["upload_bytes"] for x in r["runs"] if x is not frozen_more
     )
+
+
+def test_slf_goes_over_the_link_and_rolls_back_bit_exactly(demo_run):
+    out = demo_run["out"]
+    r = result(out, "slf")
+    model = out / "device" / "models" / SLF_RX
+    pulled = out / "slf" / SLF_DOWNLOAD
+    assert pulled.read_bytes() == (model / SLF_DOWNLOAD).read_bytes()  # pulled through the agent
+    assert r["pull"]["bytes"] == pulled.stat().st_size and r["pull"]["wire_bytes"] > 0
+    for run in r["runs"]:
+        update = Path(run["update"])
+        assert (model / "updates" / update.name).read_bytes() == update.read_bytes()  # pushed
+        before, applied, back = (run["device"][k] for k in ("before", "applied", "rolled_back"))
+        assert before["update"] is None and back == before
+        assert applied["update"] == update.name and applied["update_sha256"] == file_sha256(update)
+        assert applied["base_fingerprint"] == before["base_fingerprint"]
+        assert f"update {update.name} active" in run["apply"]["agent"]
+        assert f"rolled back update {update.name}" in run["rollback"]["agent"]
+        assert run["bit_exact_after_rollback"]
+    state = json.loads((model / "state.json").read_text())
+    assert not any(state["changes"].get(state["active"], {}).values())
 
 
 def test_report_has_every_section_number_and_plot(demo_run):
@@ -93,10 +150,11 @@ def test_report_has_every_section_number_and_plot(demo_run):
         "3. Flash",
         "4. The device",
         "5. On-device",
-        "6. Re-alignment",
+        "6. Re-alignment over the link",
     ):
         assert f"## {title}" in md
     assert "bit-exact" in md and "NOT bit-exact" not in md and "SHA-256 matches" in md
+    assert "GAI+KEM" in md and "DIFFERENT" not in md and "--tiny` numbers" in md
     assert md.count("semedge demo --out") >= 7  # a command under every section
     plots = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(plots) >= 7
