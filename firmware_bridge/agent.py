@@ -29,6 +29,7 @@ from firmware_bridge.slots import (
     ChangeError,
     Downgrade,
     InUse,
+    NoModel,
     NoSuchFile,
     SlotError,
     SlotStore,
@@ -308,23 +309,13 @@ class Agent:
         return p.Msg.STATUS, p.json_payload({**self._status(), "change": change}), 0
 
     def _model(self, name: str | None, fingerprint: Any = None, filename: str | None = None) -> str:
-        """``name``, or the one installed model; with several, the one whose running base
-        is ``fingerprint`` or that holds ``filename``."""
-        models = self.store.models()
-        if name is None:
-            if fingerprint is not None:
-                models = self.store.models_on_base(fingerprint) or models
-            if filename is not None:
-                models = [m for m in models if m in self.store.find_model(filename)] or models
-            if len(models) == 1:
-                return models[0]
-            raise Refusal(p.Code.NO_MODEL, "no model is installed yet; flash an artifact first"
-                          if not models else f"{len(models)} models fit ({', '.join(models)}); "
-                          "name one with --model")  # fmt: skip
-        if name not in models:
-            raise Refusal(p.Code.NO_MODEL, f"no installed model {name!r} (installed: "
-                          f"{', '.join(models) or 'none'})")  # fmt: skip
-        return str(name)
+        """``name``, or the one installed model the request fits (:meth:`SlotStore.pick_model`)."""
+        try:
+            return self.store.pick_model(name, base=fingerprint, filename=filename)
+        except NoModel as exc:
+            raise Refusal(p.Code.NO_MODEL, str(exc)) from None
+        except WrongBase as exc:
+            raise Refusal(p.Code.WRONG_BASE, str(exc)) from None
 
     # ------------------------------------------------------------ weight changes, files
 

@@ -23,12 +23,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from firmware_bridge import protocol as p
 from firmware_bridge import signing
 from firmware_bridge.framesize import FrameSizer
-from firmware_bridge.slots import delta_header
+from firmware_bridge.slots import delta_header, read_header
 from firmware_bridge.transport import Link, open_serial
 from sdk import artifact
 
@@ -213,16 +213,20 @@ class Flasher:
             "and that `semedge agent` runs on the device"
         )
 
+    @staticmethod
+    def _needs_protocol_2(what: str) -> NoReturn:
+        raise p.ProtocolError(
+            f"device agent speaks protocol 1, which has no {what}; update the agent on the "
+            "device (pip install this release's semedge[agent], then restart `semedge agent`: "
+            "docs/flashing.md)"
+        )
+
     def request(self, type: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """A JSON request/reply round trip inside the current session."""
         if not self.connected:
             self.hello()
         if self.protocol < 2 and type in p.NEW_IN_2:
-            raise p.ProtocolError(
-                f"device agent speaks protocol 1, which has no {p.Msg(type).name}; update the "
-                "agent on the device (pip install this release's semedge[agent], then restart "
-                "`semedge agent`: docs/flashing.md)"
-            )
+            self._needs_protocol_2(p.Msg(type).name)
         changes_slots = type in (p.Msg.ACTIVATE, p.Msg.CONFIRM, p.Msg.ROLLBACK, p.Msg.APPLY,
                                  p.Msg.REVERT, p.Msg.REMOVE)  # fmt: skip
         expect = p.Msg.STATUS if changes_slots else type
@@ -284,7 +288,7 @@ class Flasher:
         signature = signing.read_signature(path)
         if signing.is_weight_change(path):
             blob = path
-            header = delta_header(path.read_bytes())
+            header = read_header(path)
             kind = "update" if path.name.endswith(signing.UPDATE_SUFFIX) else "delta"
             announced = ("base_fingerprint", "domain", "security_counter")
             begin: dict[str, Any] = {"kind": kind, "filename": path.name, "model": model,
@@ -302,6 +306,8 @@ class Flasher:
         self, blob: mmap.mmap, begin: dict[str, Any], activate: str | None, attempts: int | None
     ) -> dict[str, Any]:
         self.hello()
+        if self.protocol < 2 and begin["kind"] == "update":
+            self._needs_protocol_2("update packages")
         offset = int(self.request(p.Msg.BEGIN, begin)["offset"])
         self.stats.resumed_from.append(offset)
         start, wire = time.monotonic(), self.link.bytes_out

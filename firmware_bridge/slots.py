@@ -67,6 +67,10 @@ class SlotError(SemedgeError):
     """A slot operation that cannot be done (no model, no previous slot, bad name)."""
 
 
+class NoModel(SlotError):
+    """No installed model fits the request (none installed, not that name, several fit)."""
+
+
 class BrokenState(SlotError):
     """A model's ``state.json`` that cannot be read or makes no sense (that model only)."""
 
@@ -89,6 +93,16 @@ class InUse(ChangeError):
 
 class Downgrade(ChangeError):
     """A delta/update whose security counter is below the highest installed for the model."""
+
+
+def check_floor(what: str, counter: int, floor: int, name: str) -> None:
+    """:class:`Downgrade` if a change's security ``counter`` is below ``floor``, the highest
+    installed for model ``name`` (an old, replayed file): the agent's rule, the app's too."""
+    if counter < floor:
+        raise Downgrade(
+            f"{what} has security counter {counter}, below the highest installed ({floor}) for "
+            f"{name}; adapt it again with --security-counter {floor} or higher"
+        )
 
 
 def change_counter(header: dict[str, Any], filename: str) -> int:
@@ -211,6 +225,11 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _check_attempts(attempts: Any) -> None:
+    if not _count(attempts):
+        raise SlotError(f"test attempts must be a whole number >= 0, not {attempts!r}")
+
+
 def _parse_state(state: Any) -> dict[str, Any]:
     """The checked content of a ``state.json``; ValueError saying what is wrong."""
     if not isinstance(state, dict) or "active" not in state:
@@ -326,6 +345,10 @@ class SlotStore:
         changes = {slot: c for slot, c in state["changes"].items() if any(c.values())}
         state = {"format": "semedge.slots", "format_version": 2, **state, "changes": changes}
         data = json.dumps(state, indent=2)
+        try:  # never write a state that would not read back (the model would be stuck)
+            _parse_state(json.loads(data))
+        except ValueError as exc:
+            raise SlotError(f"state of {name} not changed: {exc}") from None
         write_atomic(self.model_dir(name) / STATE, data.encode() + b"\n", step=step)
 
     def active_dir(self, name: str) -> Path | None:
@@ -430,6 +453,7 @@ class SlotStore:
         build) or permanently (it becomes the confirmed build — a CONFIRM of that slot)."""
         if not self._valid(name, slot):
             raise SlotError(f"slot {slot} of {name} holds no valid artifact; flash it again")
+        _check_attempts(attempts)
         state = self.state(name)
         state["active"] = slot
         if test and slot != state["confirmed"]:
@@ -467,6 +491,7 @@ class SlotStore:
         only way it takes over the confirmed status, so a restart without CONFIRM comes
         back to the build that was confirmed.
         """
+        _check_attempts(attempts)
         state = self.state(name)
         active, confirmed = state["active"], state["confirmed"]
         if active and confirmed and active != confirmed:
@@ -492,18 +517,21 @@ class SlotStore:
         unconfirmed (it is never promoted to confirmed by a restart).
         """
         reverted = []
-        self._sweep()
-        for name in self.models():
+        folders = sorted(p.name for p in (self.root / "models").iterdir() if p.is_dir())
+        for name in filter(safe_name, folders):  # a first flash cut short has no state yet
             try:
-                if self._count_start(name):
+                if self._boot_model(name):
                     reverted.append(name)
             except BrokenState as exc:
                 warn(f"skipped model {name}: {exc}")
         return reverted
 
     @_exclusive
-    def _count_start(self, name: str) -> bool:
-        """One agent start against ``name``'s TEST slot; True if it went back to confirmed."""
+    def _boot_model(self, name: str) -> bool:
+        """Clean up after a power cut (under the lock: never another process's write in
+        progress), then count one agent start against ``name``'s TEST slot; True if it went
+        back to confirmed."""
+        self._sweep(name)
         state = self.state(name)
         test = state["test"]
         if not test:
@@ -517,12 +545,13 @@ class SlotStore:
         self._write_state(name, state)
         return state["test"] is None
 
-    def _sweep(self) -> None:
-        """Delete what a power cut left half-done: temp files and slot directories of
-        writes that never reached their rename, and slots whose removal it interrupted."""
-        models = self.root / "models"
-        for pattern in ("*/.*.tmp", "*/.*.trash", "*/deltas/.*.tmp", "*/updates/.*.tmp"):
-            for leftover in models.glob(pattern):
+    def _sweep(self, name: str) -> None:
+        """Delete what a power cut left half-done in model ``name``: temp files and slot
+        directories of writes that never reached their rename, and slots whose removal it
+        interrupted."""
+        mdir = self.model_dir(name)
+        for pattern in (".*.tmp", ".*.trash", "deltas/.*.tmp", "updates/.*.tmp"):
+            for leftover in mdir.glob(pattern):
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
                 else:
@@ -536,12 +565,8 @@ class SlotStore:
     def check_counter(self, name: str, filename: str, header: dict[str, Any]) -> int:
         """The change's security counter; :class:`Downgrade` if it is below the highest
         installed for ``name`` (an old, replayed file)."""
-        counter, floor = change_counter(header, filename), self.state(name)["change_counter"]
-        if counter < floor:
-            raise Downgrade(
-                f"{filename} has security counter {counter}, below the highest installed "
-                f"({floor}) for {name}; adapt it again with --security-counter {floor} or higher"
-            )
+        counter = change_counter(header, filename)
+        check_floor(filename, counter, self.state(name)["change_counter"], name)
         return counter
 
     @_exclusive
@@ -655,13 +680,13 @@ class SlotStore:
         if not path.is_file():
             raise NoSuchFile(f"no {kind} {filename} on {name}; flash it first (see: semedge "
                               "device list)")  # fmt: skip
+        current = {**EMPTY_CHANGES, **state["changes"].get(slot, {})}
+        if current[kind] == filename:  # it met the rules when it was activated
+            return f"{name}: {kind} {filename} was already active on {slot}; nothing changed"
         header = self._tensors(name, filename)
         meta = header.get("__metadata__") or {}
         self.check_counter(name, filename, meta)
         self.check_base(name, filename, meta)
-        current = {**EMPTY_CHANGES, **state["changes"].get(slot, {})}
-        if current[kind] == filename:
-            return f"{name}: {kind} {filename} was already active on {slot}; nothing changed"
         other_kind = "update" if kind == "delta" else "delta"
         other = current[other_kind]
         if other:
@@ -730,3 +755,30 @@ class SlotStore:
     def find_model(self, filename: str) -> list[str]:
         """The models holding a change file called ``filename``."""
         return [m for m in self.models() if self.change_path(m, filename).is_file()]
+
+    def pick_model(
+        self, name: str | None = None, *, base: Any = None, filename: str | None = None
+    ) -> str:
+        """``name``, else the one installed model a request fits: with ``base`` the one whose
+        running build has that fingerprint, with ``filename`` the one holding that file.
+        :class:`NoModel` (or :class:`WrongBase` when no model runs ``base``) otherwise."""
+        installed = self.models()
+        listed = f"installed: {', '.join(installed) or 'none'}"
+        if name is not None:
+            if name not in installed:
+                raise NoModel(f"no installed model {name!r} ({listed}); flash it first")
+            return name
+        if not installed:
+            raise NoModel("no model is installed yet; flash an artifact first")
+        fitting = installed
+        if base is not None:
+            fitting = self.models_on_base(base)
+            if not fitting:
+                raise WrongBase(f"no model runs base {str(base)[:12]}… ({listed}); adapt "
+                                "against a running model")  # fmt: skip
+        if filename is not None:
+            fitting = [m for m in fitting if m in self.find_model(filename)] or fitting
+        if len(fitting) > 1:
+            raise NoModel(f"{len(fitting)} models fit ({', '.join(fitting)}); name one with "
+                          "--model")  # fmt: skip
+        return fitting[0]

@@ -87,6 +87,17 @@ def check_figure_path(path: str | None) -> None:
         )
 
 
+def whole_number(text: str) -> int:
+    """An ``int`` option that cannot be negative (counts: attempts, steps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def parse_snrs(text: str) -> list[float]:
     """``"-5,0,5"`` -> ``[-5.0, 0.0, 5.0]`` (dB), range-checked like the channels do."""
     from sdk.models.channels import check_snr

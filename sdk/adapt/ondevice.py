@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from firmware_bridge import signing
-from firmware_bridge.slots import NoSuchFile, SlotStore, WrongBase, change_kind, read_header
+from firmware_bridge.slots import ChangeError, NoSuchFile, SlotStore, change_kind, read_header
 from sdk.errors import SemedgeError
 
 if TYPE_CHECKING:
@@ -47,27 +47,6 @@ def check_root(root: str | Path) -> None:
         raise NoSuchFile(f"{root} is not a device root (no models/ in it); flash a model first")
 
 
-def _model_for(store: SlotStore, base: object, model: str | None) -> str:
-    """``model``, else the installed model whose running build the change was made for."""
-    installed = store.models()
-    if model is not None:
-        if model not in installed:
-            raise NoSuchFile(
-                f"no installed model {model!r} under {store.root} (installed: "
-                f"{', '.join(installed) or 'none'}); flash it first"
-            )
-        return model
-    fitting = store.models_on_base(base)
-    if len(fitting) == 1:
-        return fitting[0]
-    if not fitting:
-        raise WrongBase(
-            f"no model under {store.root} runs base {str(base)[:12]}… "
-            f"(installed: {', '.join(installed) or 'none'}); adapt against the running model"
-        )
-    raise SemedgeError(f"{len(fitting)} models fit ({', '.join(fitting)}); name one with --model")
-
-
 def install_local(
     root: str | Path,
     path: str | Path,
@@ -83,7 +62,7 @@ def install_local(
     check_root(root)
     store = SlotStore(root)
     header = read_header(path)
-    name = _model_for(store, header.get("base_fingerprint"), model)
+    name = store.pick_model(model, base=header.get("base_fingerprint"))
     store.check_base(name, path.name, header)
     signature = signing.read_signature(path)
     if trusted_key is not None:
@@ -93,7 +72,12 @@ def install_local(
             raise signing.SignatureError(f"{path.name} refused: {exc}") from None
     store.install_change(name, path, path.name, signature)
     said = f"installed {path.name} for {name} in {root}"
-    return f"{said}; {store.apply_change(name, path.name)}" if activate else said
+    if not activate:
+        return said
+    try:
+        return f"{said}; {store.apply_change(name, path.name)}"
+    except ChangeError as exc:  # the file is on the device: say so, and why it is not on
+        raise type(exc)(f"{said}, not activated: {exc}") from None
 
 
 def push(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sdk.options import whole_number
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--test-attempts",
-        type=int,
+        type=whole_number,
         default=0,
         help="agent restarts a TEST activation survives unconfirmed (default: 0, the next "
         "restart reverts)",

@@ -51,7 +51,8 @@ class DeviceRuntime:
         self.options = options
         self.last_error: str | None = None
         self.swaps = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the serving state and its call counts
+        self._refreshing = threading.Lock()  # one refresh (load + swap) at a time
         self._hashes: dict[Path, tuple[tuple[int, ...], str]] = {}  # path -> (stat, sha256)
         self._serving = self._load(self._key())
         self._stop = threading.Event()
@@ -117,12 +118,19 @@ class DeviceRuntime:
         return _Serving(runtime, key)
 
     def refresh(self) -> bool:
-        """Load and swap in the device's current state if it changed; True if it did."""
+        """Load and swap in the device's current state if it changed; True if it did.
+
+        One refresh at a time (the watcher's and a caller's never interleave, so an older
+        state is never swapped in over a newer one); none after :meth:`close`."""
+        with self._refreshing:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         key = self._key()
-        if key == self._serving.key:
+        if key == self._serving.key or self._stop.is_set():
             return False
         new = self._load(key)
-        if self._key() != key:  # the agent moved on while we loaded: try again next time
+        if self._key() != key or self._stop.is_set():  # moved on while we loaded, or closed
             new.runtime.close()
             return False
         with self._lock:
@@ -173,6 +181,8 @@ class DeviceRuntime:
         """Stop following; the serving runtime closes once its running calls return."""
         self._stop.set()
         self._watcher.join()
+        with self._refreshing:  # a caller's refresh in progress finishes (and swaps) first
+            pass
         with self._lock:
             serving = self._serving
             serving.retired = True

@@ -18,6 +18,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,17 @@ def _is_checkpoint(path: Path) -> bool:
     return (resolve(path) / CONFIG).is_file()
 
 
+@dataclass
+class _LoadedFile:
+    """A change file the runtime loaded: its name there, kind, where it was last loaded
+    from and its security counter (0 where no counter is checked)."""
+
+    name: str
+    kind: str
+    path: Path
+    counter: int
+
+
 class Runtime:
     """A loaded model on one backend; see the module docstring."""
 
@@ -64,7 +76,7 @@ class Runtime:
         self._runner = runner
         self._closed = False
         self.manifest = manifest
-        self._prepared: dict[str, tuple[str, int]] = {}  # file SHA-256 -> (name, counter)
+        self._prepared: dict[str, _LoadedFile] = {}  # by the file's SHA-256
         self._adapter_set: Adapters | None = None
         self.last_switch_ms: float | None = None
         self.trusted_key: bytes | None = None
@@ -316,15 +328,25 @@ class Runtime:
         kind = "update" if path.name.endswith(UPDATE_SUFFIX) else "delta"
         trust.require_signed(path, self.trusted_key, kind, digest)
         key = digest.hex()
-        if key in self._prepared:
-            known, counter = self._prepared[key]
-            trust.refuse_downgrade(path, self.trusted_key, kind, counter, self.device_slot)
-            return known
-        change = load_change(path, data)
-        counter = change_counter(change.extra, path.name)
-        trust.refuse_downgrade(path, self.trusted_key, kind, counter, self.device_slot)
-        self._prepared[key] = (self._register(change, name, key[:12]), counter)
-        return self._prepared[key][0]
+        known = self._prepared.get(key)
+        if known is None:
+            change = load_change(path, data)
+            counted = self.trusted_key is not None and self.device_slot is not None
+            counter = change_counter(change.extra, path.name) if counted else 0
+            known = _LoadedFile("", kind, path, counter)
+            self._check_floor(known)
+            known.name = self._register(change, name, key[:12])
+            self._prepared[key] = known
+        known.path = path
+        self._check_floor(known)
+        return known.name
+
+    def _check_floor(self, loaded: _LoadedFile) -> None:
+        """The replay rule (:func:`sdk.runtime.trust.refuse_downgrade`), checked afresh at
+        every activation of a file, by path or by name."""
+        trust.refuse_downgrade(
+            loaded.path, self.trusted_key, loaded.kind, loaded.counter, self.device_slot
+        )
 
     def _register(self, change: WeightChange, name: str | None, tag: str) -> str:
         """Load ``change`` into the adapters, as ``NAME@tag`` if its own name is taken."""
@@ -346,8 +368,12 @@ class Runtime:
         return adapters.load(change, name)
 
     def _name(self, source: str | Path | WeightChange) -> str:
-        loaded = isinstance(source, str) and source in self._adapters().list()
-        return source if loaded else self.load_change(source)  # type: ignore[return-value]
+        if isinstance(source, str) and source in self._adapters().list():
+            for loaded in self._prepared.values():
+                if loaded.name == source:
+                    self._check_floor(loaded)
+            return source
+        return self.load_change(source)
 
     def activate(self, source: str | Path | WeightChange) -> None:
         """Activate a loaded change by name, or load (validate) and activate a file or change.
@@ -390,7 +416,7 @@ class Runtime:
     def unload(self, name: str) -> None:
         """Forget a change (restoring its base weights first if it is active)."""
         self._adapters().unload(name)
-        self._prepared = {k: v for k, v in self._prepared.items() if v[0] != name}
+        self._prepared = {k: v for k, v in self._prepared.items() if v.name != name}
 
     def merge(self, out: str | Path) -> str:
         """Bake the active changes into a new checkpoint at ``out``; returns its fingerprint.

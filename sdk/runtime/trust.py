@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from firmware_bridge import signing
-from firmware_bridge.slots import SLOTS, STATE, Downgrade, read_state
+from firmware_bridge.slots import SLOTS, STATE, check_floor, read_state
 
 TRUSTED_KEY_ENV = "SEMEDGE_TRUSTED_KEY"
 DEVICE_KEY = Path("/etc/semedge/trusted.pub")
@@ -91,10 +91,4 @@ def refuse_downgrade(
     active = state["changes"].get(slot.name, {}).values()
     if path.name in active and path.resolve().parent.parent == slot.parent:
         return
-    floor = state["change_counter"]
-    if counter < floor:
-        raise Downgrade(
-            f"{what} {path} refused: security counter {counter} is below the highest installed "
-            f"({floor}) for {slot.parent.name}; adapt it again with --security-counter {floor} "
-            "or higher"
-        )
+    check_floor(f"{what} {path}", counter, state["change_counter"], slot.parent.name)

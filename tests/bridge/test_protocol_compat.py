@@ -15,7 +15,7 @@ import pytest
 
 from firmware_bridge.host import serial_flasher
 
-from .bridge_helpers import make_artifact
+from .bridge_helpers import make_artifact, make_update
 from .test_verbs import run_cli
 
 V1 = "1f1c972f8772f3c22d48cf69806297e9f458ae6e"
@@ -63,4 +63,8 @@ def test_a_protocol_1_agent_flashes_and_names_the_update(tmp_path, v1_tree, proc
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert "device agent speaks protocol 1" in res.stderr
         assert "update the agent on the device" in res.stderr
+    update = make_update(tmp_path / "partner.update.safetensors", "ab" * 32, "cd" * 32)
+    res = run_cli("flash", str(update), *port)  # protocol 1 knows artifacts and deltas only
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "has no update packages; update the agent on the device" in res.stderr
     assert agent.poll() is None  # it never saw a message it does not know

@@ -166,9 +166,12 @@ def test_a_signed_delta_below_the_models_change_counter_is_refused(
     with Runtime.load(slot, trusted_key=public) as rt:
         assert rt.load_change(old) == "hue"
         store.install_change("jscc", new, new.name, new.with_name(f"{new.name}.sig").read_bytes())
-        with pytest.raises(Downgrade, match=r"security counter 1 is below .* \(2\) for jscc") as e:
+        with pytest.raises(Downgrade, match=r"security counter 1, below .* \(2\) for jscc") as e:
             rt.activate_delta(old)
         assert "\n" not in str(e.value) and rt.active_delta is None
+        with pytest.raises(Downgrade, match="security counter 1"):
+            rt.activate("hue")  # by the name it was loaded under: the same rule
+        assert rt.active_delta is None
         rt.activate_delta(new)
         assert rt.active_delta == "hue"
     monkeypatch.chdir(slot)

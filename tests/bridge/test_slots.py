@@ -142,3 +142,63 @@ def test_a_change_without_a_base_needs_a_running_build(tmp_path):
     store.stage("rx", artifact.pack(make_artifact(tmp_path / "v1")))  # staged, never run
     with pytest.raises(NoSuchFile, match="runs no valid artifact; flash one first"):
         store.check_base("rx", "x.delta.safetensors", {})
+
+
+@pytest.mark.parametrize("attempts", [-1, 1.5, "2", True])
+def test_test_attempts_that_would_not_read_back_are_refused(store_with_two, tmp_path, attempts):
+    """A state the store could not read back would lock the model out: refused, unchanged."""
+    store = store_with_two
+    tar = artifact.pack(make_artifact(tmp_path / "v3", seed=7, version="3"))
+    slot = store.stage("rx", tar)
+    before = (store.model_dir("rx") / "state.json").read_bytes()
+    with pytest.raises(SlotError, match="test attempts must be a whole number") as e:
+        store.activate("rx", slot, test=True, attempts=attempts)
+    assert "\n" not in str(e.value)
+    with pytest.raises(SlotError, match="test attempts"):
+        store.rollback("rx", attempts=attempts)
+    assert (store.model_dir("rx") / "state.json").read_bytes() == before
+
+
+def test_the_store_never_writes_a_state_it_cannot_read(store_with_two):
+    store = store_with_two
+    before = (store.model_dir("rx") / "state.json").read_bytes()
+    with pytest.raises(SlotError, match="state of rx not changed: active is 'C'"):
+        store._write_state("rx", {**store.state("rx"), "active": "C"})
+    assert (store.model_dir("rx") / "state.json").read_bytes() == before
+
+
+def test_pick_model_names_what_fits(tmp_path):
+    from firmware_bridge.slots import NoModel, WrongBase
+
+    store = SlotStore(tmp_path / "root")
+    with pytest.raises(NoModel, match="no model is installed yet"):
+        store.pick_model()
+    for name, fp in (("rx", "ab" * 32), ("tx", "cd" * 32)):
+        art = make_artifact(tmp_path / name, name=name, fingerprint=fp)
+        store.activate(name, store.stage(name, artifact.pack(art)), test=False)
+    assert store.pick_model(base="cd" * 32) == "tx"
+    assert store.pick_model("rx", base="cd" * 32) == "rx"  # a named model is taken as named
+    with pytest.raises(WrongBase, match=r"no model runs base efefefefefef… \(installed: rx, tx\)"):
+        store.pick_model(base="ef" * 32)
+    with pytest.raises(NoModel, match=r"2 models fit \(rx, tx\); name one with --model"):
+        store.pick_model()
+    with pytest.raises(NoModel, match="no installed model 'zz'"):
+        store.pick_model("zz")
+
+
+def test_activating_the_active_delta_again_is_not_a_downgrade(tmp_path):
+    """A delta active at counter 1 stays valid when a counter-2 file raises the floor
+    (the rule the app follows too); asking for it again changes nothing."""
+    from .bridge_helpers import make_delta
+
+    store = SlotStore(tmp_path / "root")
+    art = make_artifact(tmp_path / "v1", fingerprint="ab" * 32)
+    store.activate("rx", store.stage("rx", artifact.pack(art)), test=False)
+    old = make_delta(tmp_path / "old.delta.safetensors", "ab" * 32, counter=1)
+    new = make_delta(tmp_path / "new.delta.safetensors", "ab" * 32, counter=2)
+    for delta in (old, new):
+        store.install_change("rx", delta, delta.name)
+        if delta is old:
+            store.apply_change("rx", old.name)
+    assert "already active" in store.apply_change("rx", old.name)
+    assert store.active_changes("rx")["delta"] == old.name

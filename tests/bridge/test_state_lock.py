@@ -57,3 +57,28 @@ def test_concurrent_changes_are_never_lost(tmp_path):
     assert install.wait(timeout=60) == 0, install.stderr.read() if install.stderr else ""
     on = SlotStore(root).active_changes("rx")
     assert on == {"delta": delta.name, "update": update.name}
+
+
+def test_a_restart_never_sweeps_a_write_in_progress(tmp_path):
+    """The agent's start-up clean-up (temp files a power cut left) waits for the model's
+    lock, so an install paused mid-write by another process still lands."""
+    root = tmp_path / "root"
+    store = SlotStore(root)
+    art = artifact.pack(make_artifact(tmp_path / "v1", fingerprint=BASE))
+    store.activate("rx", store.stage("rx", art), test=False)
+    update = make_update(tmp_path / "u.update.safetensors", BASE, "cd" * 32)
+    install = python(INSTALL, str(root), str(update), env={STOP_ENV: "change-written"})
+    _, status = os.waitpid(install.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status), install.stderr.read() if install.stderr else status
+    boot = python("import sys; from firmware_bridge.slots import SlotStore; "
+                  "SlotStore(sys.argv[1]).boot()", str(root))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120  # a guard against a hang, not a speed check
+        while boot.poll() is None and not waits_on_a_lock(boot.pid):
+            assert time.monotonic() < deadline, "boot neither finished nor waited"
+            time.sleep(0.02)
+    finally:
+        os.kill(install.pid, signal.SIGCONT)
+    assert install.wait(timeout=60) == 0, install.stderr.read() if install.stderr else ""
+    assert boot.wait(timeout=60) == 0, boot.stderr.read() if boot.stderr else ""
+    assert SlotStore(root).active_changes("rx")["update"] == update.name

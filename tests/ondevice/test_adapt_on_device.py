@@ -216,3 +216,22 @@ def test_a_device_that_trusts_a_key_gets_signed_results_only(
     assert main([*argv, "--sign", str(key), "--activate"]) == 0
     assert "active on" in capsys.readouterr().out
     assert (fresh_root / "models/jscc/deltas" / f"{out.name}.sig").is_file()
+
+
+def test_an_install_that_cannot_be_switched_on_says_it_is_installed(fresh_root, tmp_path):
+    """An update that changes the active delta's tensor lands but is not activated: the
+    one-line error says both, so the user knows the file is on the device."""
+    from firmware_bridge.slots import InUse, SlotStore
+    from sdk.adapt.ondevice import install_local
+    from tests.bridge.bridge_helpers import make_delta, make_update
+
+    store = SlotStore(fresh_root)
+    base = store.base_fingerprint("jscc")
+    install_local(fresh_root, make_delta(tmp_path / "d.delta.safetensors", base), activate=True)
+    update = make_update(tmp_path / "u.update.safetensors", base, "cd" * 32, param="w")
+    with pytest.raises(InUse, match=r"installed u.update.safetensors for jscc .*, not activated: "
+                       r"update u.update.safetensors and the active delta") as e:  # fmt: skip
+        install_local(fresh_root, update, activate=True)
+    assert "\n" not in str(e.value)
+    assert store.active_changes("jscc") == {"delta": "d.delta.safetensors", "update": None}
+    assert (fresh_root / "models/jscc/updates/u.update.safetensors").is_file()

@@ -203,6 +203,23 @@ def test_info_never_reads_a_runtime_a_swap_closed(builds, tmp_path):
     assert app.swaps == 20
 
 
+def test_refreshes_from_two_threads_never_swap_in_an_older_state(builds, tmp_path):
+    """A caller's refresh and the watcher's run one at a time, so whatever the interleaving
+    the app ends on the device's last state; after close nothing is loaded any more."""
+    v1, delta, _ = builds
+    store = device_running(tmp_path / "root", v1, delta)
+    with Runtime.open_device(tmp_path / "root", poll=0.001) as app:  # the watcher races us
+        for _ in range(10):
+            store.revert_change("jscc", "delta")
+            app.refresh()
+            store.apply_change("jscc", delta.name)
+            app.refresh()
+        until(lambda: app.info()["delta"] == delta.name)
+        swaps = app.swaps
+    store.revert_change("jscc", "delta")
+    assert app.refresh() is False and app.swaps == swaps  # closed: follows nothing
+
+
 def test_open_device_refuses_an_empty_root(tmp_path):
     with pytest.raises(RunnerError, match="no model installed"):
         Runtime.open_device(tmp_path)
