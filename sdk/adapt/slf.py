@@ -2,10 +2,11 @@
 
 The transmitter (its own data, its own channel) downloads the receiver's decoder,
 freezes ℓ of its layers, fine-tunes its own encoder together with the remaining decoder
-layers on the model's task losses (:func:`sdk.train.task_losses`, plus a model's own
-regulariser such as the VQ commitment), and uploads only the tuned decoder layers as an
-update package (:class:`sdk.delta.Update`, ``*.update.safetensors``). The encoder update
-stays on the transmitter. Raw data never leaves it.
+layers on the losses the model was trained with (:func:`sdk.train.training_losses`: its
+task losses plus its own regulariser such as the VQ commitment), and uploads only the
+tuned decoder layers as an update package (:class:`sdk.delta.Update`,
+``*.update.safetensors``). The encoder update stays on the transmitter. Raw data never
+leaves it.
 
 Choices where the seed (arXiv 2310.09394) is silent, all written down in ``docs/slf.md``:
 
@@ -54,7 +55,7 @@ from sdk.fingerprint import model_fingerprint
 from sdk.models.base import Transceiver
 from sdk.models.channels import check_snr, make_channel
 from sdk.models.tasks import _Residual
-from sdk.train import DEFAULT_WEIGHTS, aux_loss, task_losses, weighted_sum
+from sdk.train import DEFAULT_WEIGHTS, training_losses, weighted_sum
 
 DOWNLOAD_FORMAT = "semedge.download"
 DOWNLOAD_SUFFIX = ".decoder.safetensors"
@@ -273,14 +274,11 @@ def _trainable(paired: Transceiver, tuned: list[Layer]) -> list[nn.Parameter]:
 
 
 def _loss(paired: Transceiver, batch: dict[str, torch.Tensor], config: SLFConfig) -> torch.Tensor:
+    """The training losses (:func:`sdk.train.training_losses`) at a random SNR in range."""
     x = batch["image"]
     lo, hi = config.snr_db
     snr = lo + (hi - lo) * torch.rand(x.shape[0], device=x.device)
-    parts = task_losses(paired(x, snr), batch)
-    aux = aux_loss(paired)
-    if aux is not None and aux.requires_grad:
-        parts["aux"] = aux
-    return weighted_sum(parts, config.loss_weights)
+    return weighted_sum(training_losses(paired, paired(x, snr), batch), config.loss_weights)
 
 
 def _saved_bytes(paired: Transceiver, batch: dict[str, torch.Tensor], config: SLFConfig) -> int:
