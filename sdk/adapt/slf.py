@@ -21,7 +21,8 @@ Choices where the seed (arXiv 2310.09394) is silent, all written down in ``docs/
 * **Frozen means untouched**: frozen parameters get ``requires_grad=False`` and are not
   given to the optimiser, so they have no gradient, no optimiser state and no weight
   decay. Gradients still flow *through* frozen layers to the encoder, so freezing saves
-  weight-gradient work and optimiser state, not activation memory.
+  weight-gradient work and optimiser state, and (:func:`input_grads_only`) the inputs
+  that frozen Conv/ConvTranspose/Linear units would keep only for weight gradients.
 * **VQ over the BSC**: the codebook is the pair's shared "language"; the receiver owns
   it, the transmitter downloads it with the decoder and quantises against it (in the
   misaligned pair too, so the comparison is fair). The codebook is never tuned.
@@ -37,8 +38,10 @@ Choices where the seed (arXiv 2310.09394) is silent, all written down in ``docs/
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,6 +276,78 @@ def _trainable(paired: Transceiver, tuned: list[Layer]) -> list[nn.Parameter]:
     return chosen
 
 
+class _InputGradOnly(torch.autograd.Function):
+    """A frozen Conv/ConvTranspose/Linear that keeps only its weight for backward.
+
+    Autograd's conv and linear save their input whether or not the weight needs a
+    gradient; the input is only needed for the weight gradient. A frozen unit's backward
+    needs the weight and the output gradient alone, computed here by the same ATen kernels
+    autograd calls, so the input gradient is bit-identical (tested). The kernel is chosen
+    by the input's memory layout (VQ's decoder runs channels-last), so the input's shape
+    and (if not contiguous) strides are kept; the backward passes a stand-in with that layout
+    (no storage for a contiguous input, an uninitialised twin otherwise).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        ctx.unit, ctx.input_layout = unit, (x.shape, None if x.is_contiguous() else x.stride())
+        ctx.save_for_backward(unit.weight)  # a parameter: version-checked, no activation
+        return type(unit).forward(unit, x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        (weight,) = ctx.saved_tensors
+        unit = ctx.unit
+        if isinstance(unit, nn.Linear):
+            return None, grad @ weight
+        shape, strides = ctx.input_layout
+        layout_only = (  # torch.nn.grad.conv2d_input's stand-in if contiguous, else a twin
+            grad.new_empty(1).expand(shape)
+            if strides is None
+            else grad.new_empty_strided(shape, strides)
+        )
+        grad_input = torch.ops.aten.convolution_backward(
+            grad,
+            layout_only,
+            weight,
+            None,
+            unit.stride,
+            unit.padding,
+            unit.dilation,
+            unit.transposed,
+            unit.output_padding,
+            unit.groups,
+            (True, False, False),
+        )[0]
+        return None, grad_input
+
+
+def input_grads_only(model: nn.Module) -> Callable[[], None]:
+    """Make every frozen Conv/ConvTranspose/Linear of ``model`` (all its parameters
+    ``requires_grad=False`` now) save no input activation for backward; returns the undo.
+
+    Such a unit still passes input gradients on (to the encoder) but computes no weight
+    gradient, the only thing its input is kept for. PReLU/GDN keep what their own backward
+    needs (docs/slf.md).
+    """
+    units = [
+        m
+        for m in model.modules()
+        if isinstance(m, WEIGHT_UNITS)
+        and not any(p.requires_grad for p in m.parameters())
+        and getattr(m, "padding_mode", "zeros") == "zeros"  # padded inside forward otherwise
+        and not isinstance(getattr(m, "padding", 0), str)  # "same"/"valid": no explicit sizes
+    ]
+    for unit in units:
+        unit.forward = functools.partial(_InputGradOnly.apply, unit)  # type: ignore[method-assign]
+
+    def undo() -> None:
+        for unit in units:
+            del unit.forward
+
+    return undo
+
+
 def _loss(paired: Transceiver, batch: dict[str, torch.Tensor], config: SLFConfig) -> torch.Tensor:
     """The training losses (:func:`sdk.train.training_losses`) at a random SNR in range."""
     x = batch["image"]
@@ -326,6 +401,7 @@ def adapt_slf(
     paired.train()
     batches = _forever(loader, device)
     first = next(batches)
+    restore = input_grads_only(paired)  # frozen layers keep no activation they do not need
     saved = _saved_bytes(paired, first, config)
     tuning = time.perf_counter()
     bar = tqdm(
@@ -344,6 +420,7 @@ def adapt_slf(
         history.append({"step": float(step + 1), "loss": float(loss.detach())})
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", refresh=False)
     tune_s = time.perf_counter() - tuning
+    restore()
     paired.eval()
     for p in paired.parameters():
         p.requires_grad_(True)
