@@ -322,6 +322,19 @@ class _InputGradOnly(torch.autograd.Function):
         return None, grad_input
 
 
+def _frozen_units(model: nn.Module) -> list[nn.Module]:
+    """The Conv/ConvTranspose/Linear units of ``model`` whose parameters are all frozen and
+    whose input gradient :class:`_InputGradOnly` can compute."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, WEIGHT_UNITS)
+        and not any(p.requires_grad for p in m.parameters())
+        and getattr(m, "padding_mode", "zeros") == "zeros"  # padded inside forward otherwise
+        and not isinstance(getattr(m, "padding", 0), str)  # "same"/"valid": no explicit sizes
+    ]
+
+
 def input_grads_only(model: nn.Module) -> Callable[[], None]:
     """Make every frozen Conv/ConvTranspose/Linear of ``model`` (all its parameters
     ``requires_grad=False`` now) save no input activation for backward; returns the undo.
@@ -330,16 +343,9 @@ def input_grads_only(model: nn.Module) -> Callable[[], None]:
     gradient, the only thing its input is kept for. PReLU/GDN keep what their own backward
     needs (docs/slf.md).
     """
-    units = [
-        m
-        for m in model.modules()
-        if isinstance(m, WEIGHT_UNITS)
-        and not any(p.requires_grad for p in m.parameters())
-        and getattr(m, "padding_mode", "zeros") == "zeros"  # padded inside forward otherwise
-        and not isinstance(getattr(m, "padding", 0), str)  # "same"/"valid": no explicit sizes
-    ]
+    units = _frozen_units(model)
     for unit in units:
-        unit.forward = functools.partial(_InputGradOnly.apply, unit)  # type: ignore[method-assign]
+        unit.forward = functools.partial(_InputGradOnly.apply, unit)
 
     def undo() -> None:
         for unit in units:
