@@ -281,16 +281,18 @@ class _InputGradOnly(torch.autograd.Function):
 
     Autograd's conv and linear save their input whether or not the weight needs a
     gradient; the input is only needed for the weight gradient. A frozen unit's backward
-    needs the weight and the output gradient alone, computed here by the same ATen kernels
-    autograd calls, so the input gradient is bit-identical (tested). The kernel is chosen
-    by the input's memory layout (VQ's decoder runs channels-last), so the input's shape
-    and (if not contiguous) strides are kept; the backward passes a stand-in with that layout
-    (no storage for a contiguous input, an uninitialised twin otherwise).
+    needs the weight and the output gradient alone, and gives the same bits as autograd
+    (tested): for a contiguous input, the transposed convolution of the output gradient
+    with the same weight (and the other way round), as autograd's kernels compute it;
+    for another layout (VQ's decoder runs channels-last, and the kernel follows the
+    input's layout) autograd's own ``convolution_backward`` with an empty stand-in of
+    the input's strides, allocated only for that call.
     """
 
     @staticmethod
     def forward(ctx: Any, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        ctx.unit, ctx.input_layout = unit, (x.shape, None if x.is_contiguous() else x.stride())
+        ctx.unit, ctx.input_size = unit, x.shape
+        ctx.input_strides = None if x.is_contiguous() else x.stride()
         ctx.save_for_backward(unit.weight)  # a parameter: version-checked, no activation
         return type(unit).forward(unit, x)
 
@@ -300,26 +302,30 @@ class _InputGradOnly(torch.autograd.Function):
         unit = ctx.unit
         if isinstance(unit, nn.Linear):
             return None, grad @ weight
-        shape, strides = ctx.input_layout
-        layout_only = (  # torch.nn.grad.conv2d_input's stand-in if contiguous, else a twin
-            grad.new_empty(1).expand(shape)
-            if strides is None
-            else grad.new_empty_strided(shape, strides)
+        conv = (unit.stride, unit.padding, unit.dilation)
+        if ctx.input_strides is not None:
+            stand_in = grad.new_empty_strided(ctx.input_size, ctx.input_strides)
+            masks = (True, False, False)
+            return None, torch.ops.aten.convolution_backward(
+                grad,
+                stand_in,
+                weight,
+                None,
+                *conv,
+                unit.transposed,
+                unit.output_padding,
+                unit.groups,
+                masks,
+            )[0]
+        # output padding that makes the transposed convolution give back the input's size
+        sizes = zip(ctx.input_size[2:], grad.shape[2:], *conv, unit.kernel_size, strict=True)
+        restore = [
+            0 if unit.transposed else n_in - ((n_out - 1) * s - 2 * p + d * (k - 1) + 1)
+            for n_in, n_out, s, p, d, k in sizes
+        ]
+        return None, torch.convolution(
+            grad, weight, None, *conv, not unit.transposed, restore, unit.groups
         )
-        grad_input = torch.ops.aten.convolution_backward(
-            grad,
-            layout_only,
-            weight,
-            None,
-            unit.stride,
-            unit.padding,
-            unit.dilation,
-            unit.transposed,
-            unit.output_padding,
-            unit.groups,
-            (True, False, False),
-        )[0]
-        return None, grad_input
 
 
 def _frozen_units(model: nn.Module) -> list[nn.Module]:

@@ -22,6 +22,8 @@ from .conftest import tiny
 
 UNITS = {  # the strides, paddings and layouts our decoders use
     "conv stride 2": (lambda: nn.Conv2d(6, 8, 5, 2, padding=2), (4, 6, 16, 16), False),
+    "conv 3x3 stride 2, odd size": (lambda: nn.Conv2d(6, 8, 3, 2, padding=1), (4, 6, 7, 7), False),
+    "conv 1x1 stride 2 (residual shortcut)": (lambda: nn.Conv2d(6, 8, 1, 2), (4, 6, 8, 8), False),
     "convT 5x5 stride 2 output_padding 1 (DeepJSCC)": (
         lambda: nn.ConvTranspose2d(8, 6, 5, 2, padding=2, output_padding=1),
         (4, 8, 8, 8),
