@@ -282,11 +282,12 @@ class _InputGradOnly(torch.autograd.Function):
     Autograd's conv and linear save their input whether or not the weight needs a
     gradient; the input is only needed for the weight gradient. A frozen unit's backward
     needs the weight and the output gradient alone, and gives the same bits as autograd
-    (tested): for a contiguous input, the transposed convolution of the output gradient
-    with the same weight (and the other way round), as autograd's kernels compute it;
-    for another layout (VQ's decoder runs channels-last, and the kernel follows the
-    input's layout) autograd's own ``convolution_backward`` with an empty stand-in of
-    the input's strides, allocated only for that call.
+    (tested on the CPU; cuDNN may choose other algorithms): for a contiguous input, the
+    transposed convolution of the output gradient with the same weight (and the other way
+    round), as autograd's kernels compute it; for another layout (VQ's decoder runs
+    channels-last, and the kernel follows the input's layout) autograd's own
+    ``convolution_backward`` with an empty stand-in of the input's strides, allocated
+    only for that call.
     """
 
     @staticmethod
