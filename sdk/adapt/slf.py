@@ -2,10 +2,11 @@
 
 The transmitter (its own data, its own channel) downloads the receiver's decoder,
 freezes ℓ of its layers, fine-tunes its own encoder together with the remaining decoder
-layers on the model's task losses (:func:`sdk.train.task_losses`, plus a model's own
-regulariser such as the VQ commitment), and uploads only the tuned decoder layers as an
-update package (:class:`sdk.delta.Update`, ``*.update.safetensors``). The encoder update
-stays on the transmitter. Raw data never leaves it.
+layers on the losses the model was trained with (:func:`sdk.train.training_losses`: its
+task losses plus its own regulariser such as the VQ commitment), and uploads only the
+tuned decoder layers as an update package (:class:`sdk.delta.Update`,
+``*.update.safetensors``). The encoder update stays on the transmitter. Raw data never
+leaves it.
 
 Choices where the seed (arXiv 2310.09394) is silent, all written down in ``docs/slf.md``:
 
@@ -20,7 +21,8 @@ Choices where the seed (arXiv 2310.09394) is silent, all written down in ``docs/
 * **Frozen means untouched**: frozen parameters get ``requires_grad=False`` and are not
   given to the optimiser, so they have no gradient, no optimiser state and no weight
   decay. Gradients still flow *through* frozen layers to the encoder, so freezing saves
-  weight-gradient work and optimiser state, not activation memory.
+  weight-gradient work and optimiser state, and (:func:`input_grads_only`) the inputs
+  that frozen Conv/ConvTranspose/Linear units would keep only for weight gradients.
 * **VQ over the BSC**: the codebook is the pair's shared "language"; the receiver owns
   it, the transmitter downloads it with the decoder and quantises against it (in the
   misaligned pair too, so the comparison is fair). The codebook is never tuned.
@@ -36,8 +38,10 @@ Choices where the seed (arXiv 2310.09394) is silent, all written down in ``docs/
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +58,7 @@ from sdk.fingerprint import model_fingerprint
 from sdk.models.base import Transceiver
 from sdk.models.channels import check_snr, make_channel
 from sdk.models.tasks import _Residual
-from sdk.train import DEFAULT_WEIGHTS, aux_loss, task_losses, weighted_sum
+from sdk.train import DEFAULT_WEIGHTS, training_losses, weighted_sum
 
 DOWNLOAD_FORMAT = "semedge.download"
 DOWNLOAD_SUFFIX = ".decoder.safetensors"
@@ -272,15 +276,97 @@ def _trainable(paired: Transceiver, tuned: list[Layer]) -> list[nn.Parameter]:
     return chosen
 
 
+class _InputGradOnly(torch.autograd.Function):
+    """A frozen Conv/ConvTranspose/Linear that keeps only its weight for backward.
+
+    Autograd's conv and linear save their input whether or not the weight needs a
+    gradient; the input is only needed for the weight gradient. A frozen unit's backward
+    needs the weight and the output gradient alone, and gives the same bits as autograd
+    (tested on the CPU; cuDNN may choose other algorithms): for a contiguous input, the
+    transposed convolution of the output gradient with the same weight (and the other way
+    round), as autograd's kernels compute it; for another layout (VQ's decoder runs
+    channels-last, and the kernel follows the input's layout) autograd's own
+    ``convolution_backward`` with an empty stand-in of the input's strides, allocated
+    only for that call.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        ctx.unit, ctx.input_size = unit, x.shape
+        ctx.input_strides = None if x.is_contiguous() else x.stride()
+        ctx.save_for_backward(unit.weight)  # a parameter: version-checked, no activation
+        return type(unit).forward(unit, x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        (weight,) = ctx.saved_tensors
+        unit = ctx.unit
+        if isinstance(unit, nn.Linear):
+            return None, grad @ weight
+        conv = (unit.stride, unit.padding, unit.dilation)
+        if ctx.input_strides is not None:
+            stand_in = grad.new_empty_strided(ctx.input_size, ctx.input_strides)
+            masks = (True, False, False)
+            return None, torch.ops.aten.convolution_backward(
+                grad,
+                stand_in,
+                weight,
+                None,
+                *conv,
+                unit.transposed,
+                unit.output_padding,
+                unit.groups,
+                masks,
+            )[0]
+        # output padding that makes the transposed convolution give back the input's size
+        sizes = zip(ctx.input_size[2:], grad.shape[2:], *conv, unit.kernel_size, strict=True)
+        restore = [
+            0 if unit.transposed else n_in - ((n_out - 1) * s - 2 * p + d * (k - 1) + 1)
+            for n_in, n_out, s, p, d, k in sizes
+        ]
+        return None, torch.convolution(
+            grad, weight, None, *conv, not unit.transposed, restore, unit.groups
+        )
+
+
+def _frozen_units(model: nn.Module) -> list[nn.Module]:
+    """The Conv/ConvTranspose/Linear units of ``model`` whose parameters are all frozen and
+    whose input gradient :class:`_InputGradOnly` can compute."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, WEIGHT_UNITS)
+        and not any(p.requires_grad for p in m.parameters())
+        and getattr(m, "padding_mode", "zeros") == "zeros"  # padded inside forward otherwise
+        and not isinstance(getattr(m, "padding", 0), str)  # "same"/"valid": no explicit sizes
+    ]
+
+
+def input_grads_only(model: nn.Module) -> Callable[[], None]:
+    """Make every frozen Conv/ConvTranspose/Linear of ``model`` (all its parameters
+    ``requires_grad=False`` now) save no input activation for backward; returns the undo.
+
+    Such a unit still passes input gradients on (to the encoder) but computes no weight
+    gradient, the only thing its input is kept for. PReLU/GDN keep what their own backward
+    needs (docs/slf.md).
+    """
+    units = _frozen_units(model)
+    for unit in units:
+        unit.forward = functools.partial(_InputGradOnly.apply, unit)
+
+    def undo() -> None:
+        for unit in units:
+            del unit.forward
+
+    return undo
+
+
 def _loss(paired: Transceiver, batch: dict[str, torch.Tensor], config: SLFConfig) -> torch.Tensor:
+    """The training losses (:func:`sdk.train.training_losses`) at a random SNR in range."""
     x = batch["image"]
     lo, hi = config.snr_db
     snr = lo + (hi - lo) * torch.rand(x.shape[0], device=x.device)
-    parts = task_losses(paired(x, snr), batch)
-    aux = aux_loss(paired)
-    if aux is not None and aux.requires_grad:
-        parts["aux"] = aux
-    return weighted_sum(parts, config.loss_weights)
+    return weighted_sum(training_losses(paired, paired(x, snr), batch), config.loss_weights)
 
 
 def _saved_bytes(paired: Transceiver, batch: dict[str, torch.Tensor], config: SLFConfig) -> int:
@@ -328,6 +414,7 @@ def adapt_slf(
     paired.train()
     batches = _forever(loader, device)
     first = next(batches)
+    restore = input_grads_only(paired)  # frozen layers keep no activation they do not need
     saved = _saved_bytes(paired, first, config)
     tuning = time.perf_counter()
     bar = tqdm(
@@ -346,6 +433,7 @@ def adapt_slf(
         history.append({"step": float(step + 1), "loss": float(loss.detach())})
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", refresh=False)
     tune_s = time.perf_counter() - tuning
+    restore()
     paired.eval()
     for p in paired.parameters():
         p.requires_grad_(True)
