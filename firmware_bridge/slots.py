@@ -760,7 +760,8 @@ class SlotStore:
         self, name: str | None = None, *, base: Any = None, filename: str | None = None
     ) -> str:
         """``name``, else the one installed model a request fits: with ``base`` the one whose
-        running build has that fingerprint, with ``filename`` the one holding that file.
+        running build has that fingerprint (the only model even if not: the caller's
+        :meth:`check_base` then names both bases), with ``filename`` the one holding it.
         :class:`NoModel` (or :class:`WrongBase` when no model runs ``base``) otherwise."""
         installed = self.models()
         listed = f"installed: {', '.join(installed) or 'none'}"
@@ -771,7 +772,7 @@ class SlotStore:
         if not installed:
             raise NoModel("no model is installed yet; flash an artifact first")
         fitting = installed
-        if base is not None:
+        if base is not None and len(installed) > 1:  # one model: its base check says more
             fitting = self.models_on_base(base)
             if not fitting:
                 raise WrongBase(f"no model runs base {str(base)[:12]}… ({listed}); adapt "
