@@ -381,6 +381,8 @@ def adapt_slf(
         "tuned_layers": [lay.name for lay in tuned],
         "steps": config.steps,
         "batch_size": config.batch_size,
+        "lr": config.lr,
+        "schedule": config.schedule,
         "finetune_s": tune_s,
         "step_ms": 1e3 * tune_s / config.steps,
         "peak_memory_bytes": int(
