@@ -24,10 +24,13 @@ Everything lands in ``--out/<data>-e<epochs>-n<limit>/``: the trained A/B checkp
 and every SLF run (one file per setting), so a stopped run resumes where it stopped and
 processes can share the work (``--scenarios``); ``results.json`` (read again before
 each write); the goal table and a table per scenario in ``table.md``. One plot per
-scenario goes to ``--plots``. ``--goal-only`` runs just ℓ = 0 and half the layers.
+scenario goes to ``--plots``. Delete the folder to start over. ``--goal-only`` runs
+just ℓ = 0 and half the layers; ``--budget`` compares more SLF steps at those ℓ.
 
     nice python tools/repro_slf.py --out /tmp/slf_repro --plots docs/img --threads 1
     nice python tools/repro_slf.py --out /tmp/slf_repro --pilot --scenarios snr --threads 1
+    nice python tools/repro_slf.py --out /tmp/slf_repro --budget --scenarios data,both,bsc
+    nice python tools/repro_slf.py --out /tmp/slf_repro --data mnist --goal-only --plots /tmp
 """
 
 from __future__ import annotations
