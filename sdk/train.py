@@ -55,6 +55,14 @@ it reaches 16.8 dB with 53 % accuracy (recon only: 19.0 dB). Table in docs/train
 SCHEDULES = ("cosine", "constant")
 
 
+def scheduled_lr(lr: float, schedule: str, t: int, total: int) -> float:
+    """The learning rate at (0-based) ``t`` of ``total`` epochs or steps under ``schedule``:
+    ``constant``, or ``cosine`` decay from ``lr`` towards 0."""
+    if schedule == "constant" or total <= 1:
+        return lr
+    return lr * 0.5 * (1 + math.cos(math.pi * t / total))
+
+
 class TrainError(SemedgeError):
     """A bad training configuration or an output folder that cannot be (re)used."""
 
@@ -102,9 +110,7 @@ class TrainConfig:
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of (0-based) ``epoch``: a pure function, so resuming is exact."""
-        if self.schedule == "constant" or self.epochs <= 1:
-            return self.lr
-        return self.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+        return scheduled_lr(self.lr, self.schedule, epoch, self.epochs)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -58,7 +58,7 @@ from sdk.fingerprint import model_fingerprint
 from sdk.models.base import Transceiver
 from sdk.models.channels import check_snr, make_channel
 from sdk.models.tasks import _Residual
-from sdk.train import DEFAULT_WEIGHTS, training_losses, weighted_sum
+from sdk.train import DEFAULT_WEIGHTS, SCHEDULES, scheduled_lr, training_losses, weighted_sum
 
 DOWNLOAD_FORMAT = "semedge.download"
 DOWNLOAD_SUFFIX = ".decoder.safetensors"
@@ -81,13 +81,17 @@ class Layer:
 
 @dataclass
 class SLFConfig:
-    """SLF settings: ℓ (``freeze``), the side it freezes from, and the fine-tuning budget."""
+    """SLF settings: ℓ (``freeze``), the side it freezes from, and the fine-tuning budget.
+
+    ``schedule``: ``constant`` learning rate, or ``cosine`` decay over ``steps``.
+    """
 
     freeze: int = 0
     freeze_side: str = "output"
     steps: int = 300
     batch_size: int = 64
     lr: float = 1e-3
+    schedule: str = "constant"
     weight_decay: float = 0.0
     snr_db: tuple[float, float] = (10.0, 10.0)
     channel: str | None = None
@@ -104,6 +108,8 @@ class SLFConfig:
             raise SLFError(f"ℓ = {self.freeze} must be >= 0 (the number of frozen decoder layers)")
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
             raise SLFError("need steps >= 1, batch_size >= 1, lr > 0 and weight_decay >= 0")
+        if self.schedule not in SCHEDULES:
+            raise SLFError(f"schedule {self.schedule!r} must be one of {', '.join(SCHEDULES)}")
         if self.value_dtype not in ("float32", "float16"):
             raise SLFError(f"value dtype {self.value_dtype!r} must be float32 or float16")
         lo, hi = self.snr_db
@@ -427,10 +433,13 @@ def adapt_slf(
         loss = _loss(paired, batch, config)
         if not torch.isfinite(loss):
             raise SLFError(f"loss became {float(loss)} at step {step + 1}; lower the learning rate")
+        lr = scheduled_lr(config.lr, config.schedule, step, config.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        history.append({"step": float(step + 1), "loss": float(loss.detach())})
+        history.append({"step": float(step + 1), "loss": float(loss.detach()), "lr": lr})
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", refresh=False)
     tune_s = time.perf_counter() - tuning
     restore()
@@ -453,6 +462,8 @@ def adapt_slf(
         "tuned_layers": [lay.name for lay in tuned],
         "steps": config.steps,
         "batch_size": config.batch_size,
+        "lr": config.lr,
+        "schedule": config.schedule,
         "finetune_s": tune_s,
         "step_ms": 1e3 * tune_s / config.steps,
         "peak_memory_bytes": int(

@@ -125,6 +125,12 @@ def _register_slf(methods: argparse._SubParsersAction) -> None:
     s.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
     s.add_argument("--batch-size", type=int, default=64, help="images per step")
     s.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    s.add_argument(
+        "--schedule",
+        default="constant",
+        choices=("constant", "cosine"),
+        help="learning rate: constant, or cosine decay over the steps",
+    )
     s.add_argument("--weight-decay", type=float, default=0.0, help="on tuned parameters only")
     s.add_argument(
         "--value-dtype",
@@ -266,6 +272,7 @@ def run_slf(args: argparse.Namespace) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        schedule=args.schedule,
         weight_decay=args.weight_decay,
         snr_db=(min(snrs), max(snrs)),
         channel=args.channel,

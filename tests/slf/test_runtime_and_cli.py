@@ -100,12 +100,14 @@ def test_slf_cli_end_to_end(tmp_path, capsys):
     argv = ["adapt", "slf", "--tx", str(tx), "--rx", str(rx), "--freeze", "3"]
     argv += ["--freeze-side", "input", "--data", "digits", "--limit", "64", "--steps", "2"]
     argv += ["--batch-size", "32", "--snr", "5,15", "--domain", "rotation", "--out", str(pkg)]
+    argv += ["--schedule", "cosine"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "usable again" in out and (tmp_path / "a.tx").is_dir()
     update = load_update(pkg)
     assert update.freeze == 3 and update.freeze_side == "input"
     assert update.accounting["snr_db"] == [5.0, 15.0]
+    assert update.accounting["schedule"] == "cosine"
     assert main(["update", "inspect", str(pkg), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["freeze"] == 3
     acc = {}

@@ -4,6 +4,7 @@ and the receiver with the package computes exactly what the transmitter trained.
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from sdk.adapt.slf import (
     SLFConfig,
     SLFError,
+    SLFResult,
     adapt_slf,
     decoder_layers,
     pair,
@@ -159,6 +161,37 @@ def test_bad_settings_are_one_line_errors(digits):
         adapt_slf(tx, rx, digits, SLFConfig(freeze_side="middle", progress=False))
     with pytest.raises(SLFError, match="cannot feed"):
         pair(tx, tiny("VQTransceiver", 2))
+
+
+def test_cosine_schedule_decays_the_steps_the_optimiser_takes(digits):
+    """Cosine and constant agree on the first step (both at ``lr``) and part after it."""
+    tx, rx = tiny("DeepJSCC", 1), tiny("DeepJSCC", 2)
+
+    def run(schedule: str, steps: int) -> SLFResult:
+        config = SLFConfig(
+            freeze=2, steps=steps, batch_size=32, lr=1e-2, schedule=schedule, progress=False
+        )
+        return adapt_slf(tx, rx, digits, config)
+
+    cosine = run("cosine", 4)
+    assert [h["lr"] for h in cosine.history] == pytest.approx(
+        [
+            1e-2,
+            1e-2 * 0.5 * (1 + math.cos(math.pi / 4)),
+            0.5e-2,
+            1e-2 * 0.5 * (1 - math.cos(math.pi / 4)),
+        ]
+    )
+    constant = run("constant", 4)
+    assert {h["lr"] for h in constant.history} == {1e-2}
+    first = run("cosine", 1).update.entries, run("constant", 1).update.entries
+    assert all(np.array_equal(first[0][n], first[1][n]) for n in first[0])
+    assert not all(
+        np.array_equal(cosine.update.entries[n], constant.update.entries[n])
+        for n in cosine.update.entries
+    )
+    with pytest.raises(SLFError, match="schedule 'step' must be one of"):
+        adapt_slf(tx, rx, digits, SLFConfig(schedule="step", progress=False))
 
 
 def test_pairs_models_straight_out_of_training():
