@@ -90,8 +90,8 @@ class SLFConfig:
     freeze_side: str = "output"
     steps: int = 300
     batch_size: int = 64
-    lr: float = 1e-3
-    schedule: str = "constant"
+    lr: float = 3e-3
+    schedule: str = "cosine"
     weight_decay: float = 0.0
     snr_db: tuple[float, float] = (10.0, 10.0)
     channel: str | None = None

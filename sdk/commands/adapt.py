@@ -124,10 +124,10 @@ def _register_slf(methods: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
     s.add_argument("--batch-size", type=int, default=64, help="images per step")
-    s.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    s.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate")
     s.add_argument(
         "--schedule",
-        default="constant",
+        default="cosine",
         choices=("constant", "cosine"),
         help="learning rate: constant, or cosine decay over the steps",
     )
