@@ -19,8 +19,12 @@ The single-task references are the sequential model with one task and the whole 
 
 Usage::
 
-    python tools/reproduce_multitask.py --quick   # MNIST, tiny budget (minutes)
-    python tools/reproduce_multitask.py           # MNIST + photo patches, full budget
+    python tools/reproduce_multitask.py --quick   # MNIST + photo patches, tiny budget (~7 min)
+    python tools/reproduce_multitask.py           # the same, full budget (~1.5 h)
+    python tools/reproduce_multitask.py --from-cache   # report the finished cells only
+
+Times are for a quiet 2-core CPU with ``--jobs 2``; each cell records its CPU time and the
+report sums them (``docs/multitask.md``, Run time).
 """
 
 from __future__ import annotations
@@ -648,10 +652,13 @@ def plot_snr(results: list[dict[str, Any]], data: str, budget: Budget, path: Pat
     import matplotlib.pyplot as plt
 
     tasks = TASKS[data]
+    ratios = [r for r in RATIOS if select(results, data=data, R=r, channel="awgn")]  # partial
+    legend_rows = 1 if len(tasks) > 2 else 2  # a 2-panel-wide figure fits 4 entries a row
+    room = 0.2 + 0.2 * legend_rows  # inches below the panels for the legend
     fig, axes = plt.subplots(
-        len(RATIOS), len(tasks), figsize=(4 * len(tasks), 3 * len(RATIOS)), squeeze=False
+        len(ratios), len(tasks), figsize=(4 * len(tasks), 3 * len(ratios) + room), squeeze=False
     )
-    for i, r in enumerate(RATIOS):
+    for i, r in enumerate(ratios):
         for j, t in enumerate(tasks):
             ax = axes[i][j]
             for v in [*VARIANTS, f"single:{t}"]:
@@ -683,8 +690,9 @@ def plot_snr(results: list[dict[str, Any]], data: str, budget: Budget, path: Pat
     if "mask_logits" in tasks:
         handles.append(plt.Line2D([], [], color="grey", ls=":", lw=1))
         labels.append("IoU of marking every pixel / none")
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    ncol = math.ceil(len(labels) / legend_rows)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8)
+    fig.tight_layout(rect=(0, room / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
