@@ -20,7 +20,7 @@ The single-task references are the sequential model with one task and the whole 
 Usage::
 
     python tools/reproduce_multitask.py --quick   # MNIST + photo patches, tiny budget (~7 min)
-    python tools/reproduce_multitask.py           # the same, full budget (~1.5 h)
+    python tools/reproduce_multitask.py           # the same, full budget (~1.4 h)
     python tools/reproduce_multitask.py --from-cache   # report the finished cells only
 
 Times are for a quiet 2-core CPU with ``--jobs 2``; each cell records its CPU time and the
