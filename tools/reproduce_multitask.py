@@ -19,8 +19,12 @@ The single-task references are the sequential model with one task and the whole 
 
 Usage::
 
-    python tools/reproduce_multitask.py --quick   # MNIST, tiny budget (minutes)
-    python tools/reproduce_multitask.py           # MNIST + photo patches, full budget
+    python tools/reproduce_multitask.py --quick   # MNIST + photo patches, tiny budget (~7 min)
+    python tools/reproduce_multitask.py           # the same, full budget (~1.4 h)
+    python tools/reproduce_multitask.py --from-cache   # report the finished cells only
+
+Times are for a quiet 2-core CPU with ``--jobs 2``; each cell records its CPU time and the
+report sums them (``docs/multitask.md``, Run time).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from tqdm import tqdm
 
 from sdk.data import ImageDataset, load_dataset
 from sdk.data.labels import with_edge_masks
-from sdk.evaluate import evaluate
+from sdk.evaluate import evaluate, iou
 from sdk.models.gai import GAITransceiver
 from sdk.models.kem import KEMModule, dense_attention
 from sdk.train import TrainConfig, train
@@ -72,6 +76,7 @@ class Budget:
     """Everything that sizes a run (recorded in each cell, so caches never mix budgets)."""
 
     datasets: tuple[str, ...]
+    rayleigh: tuple[str, ...]  # the datasets that also get the Rayleigh run at FOCUS
     hidden: int
     relation_hidden: int
     train_size: int
@@ -85,8 +90,41 @@ class Budget:
     lr: float = 2e-3
 
 
-QUICK = Budget(("mnist",), 8, 64, 1280, 250, 4, 32, 2, 3, (2, 8), (4, 0))
-FULL = Budget(("mnist", "patches"), 16, 256, 4000, 500, 10, 32, 5, 5, (2, 8, 32), (4, 16, 0))
+QUICK = Budget(
+    datasets=("mnist", "patches"),
+    rayleigh=("mnist",),  # patches: AWGN only, the cells that add least (docs/multitask.md)
+    hidden=8,
+    relation_hidden=64,
+    train_size=1280,
+    test_size=250,
+    epochs=4,
+    batch_size=32,
+    seeds=2,
+    imbalance_seeds=3,
+    sweep_slots=(2, 8),
+    sweep_topk=(4, 0),
+)
+FULL = Budget(
+    datasets=("mnist", "patches"),
+    rayleigh=("mnist", "patches"),
+    hidden=16,
+    relation_hidden=256,
+    train_size=4000,
+    test_size=500,
+    epochs=8,
+    batch_size=32,
+    seeds=3,
+    imbalance_seeds=3,
+    sweep_slots=(2, 8, 32),
+    sweep_topk=(4, 16, 0),
+)
+CELL_FIELDS = ("hidden", "relation_hidden", "train_size", "test_size", "epochs", "batch_size", "lr")
+
+
+def cell_budget(budget: Budget) -> dict[str, Any]:
+    """The part of ``budget`` that shapes one cell: the cache key beside the cell's own key,
+    so adding seeds or datasets keeps the finished cells."""
+    return {k: getattr(budget, k) for k in CELL_FIELDS}
 
 
 # --- data ------------------------------------------------------------------------
@@ -164,13 +202,22 @@ def cell_name(cell: dict[str, Any]) -> str:
     return "_".join(parts).replace("/", "-").replace("+", "p") + ".json"
 
 
+def read_cached(cell: dict[str, Any], budget: Budget, out: Path) -> dict[str, Any] | None:
+    """The cell's JSON from ``out`` if it was trained at this budget, else None."""
+    path = out / cell_name(cell)
+    if not path.exists():
+        return None
+    cached = json.loads(path.read_text())
+    same = cached["budget"] == json.loads(json.dumps(cell_budget(budget)))
+    return cached if same else None
+
+
 def run_cell(cell: dict[str, Any], budget: Budget, out: Path) -> dict[str, Any]:
     """Train and evaluate one cell, or read it back from its JSON cache."""
-    path = out / cell_name(cell)
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached["budget"] == json.loads(json.dumps(dataclasses.asdict(budget))):
-            return cached
+    cached = read_cached(cell, budget, out)
+    if cached is not None:
+        return cached
+    cpu_start = time.process_time()  # CPU time of this worker: the quiet-machine estimate
     data, ratio = cell["data"], RATIOS[cell["R"]]
     extra = dict(cell.get("args", {}))
     if cell["variant"].startswith("single:"):
@@ -193,9 +240,9 @@ def run_cell(cell: dict[str, Any], budget: Budget, out: Path) -> dict[str, Any]:
         seed=cell["seed"],
         progress=False,
     )
-    start = time.perf_counter()
+    start, train_cpu = time.perf_counter(), time.process_time()
     train(model, train_set, config)
-    seconds = time.perf_counter() - start
+    seconds, train_cpu = time.perf_counter() - start, time.process_time() - train_cpu
     rows = evaluate(model, test_set, SNRS, seed=cell["seed"])
     tail = {}
     if cell.get("imbalanced") is not None and test_set.labels is not None:
@@ -203,16 +250,20 @@ def run_cell(cell: dict[str, Any], budget: Budget, out: Path) -> dict[str, Any]:
         tail["tail_accuracy"] = evaluate(model, rare, [max(SNRS)], seed=cell["seed"])[0]["accuracy"]
     result = {
         **cell,
-        "budget": dataclasses.asdict(budget),
+        "budget": cell_budget(budget),
         "model_args": {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()},
         "params": count(model),
         "train_seconds": round(seconds, 2),
+        "train_cpu_seconds": round(train_cpu, 2),
+        "steps": budget.epochs * math.ceil(len(train_set) / budget.batch_size),
         "train_items": len(train_set),
         "rows": rows,
         **node_statistics(model, test_set),
         **tail,
     }
+    result["cpu_seconds"] = round(time.process_time() - cpu_start, 2)
     out.mkdir(parents=True, exist_ok=True)
+    path = out / cell_name(cell)
     staged = path.with_suffix(".part")  # renamed into place: a killed run leaves no half cell
     staged.write_text(json.dumps(result, indent=1))
     staged.replace(path)
@@ -267,7 +318,7 @@ def plan(budget: Budget, parts: Iterable[str]) -> list[dict[str, Any]]:
     for data in budget.datasets:
         variants = [*VARIANTS, *(f"single:{t}" for t in TASKS[data])]
         for r in RATIOS if "main" in parts else ():
-            for channel in ("awgn", "rayleigh") if r == FOCUS else ("awgn",):
+            for channel in channels(budget, data, r):
                 for v in variants if channel == "awgn" else VARIANTS:
                     for s in seeds:
                         add(data=data, variant=v, R=r, channel=channel, seed=s)
@@ -288,10 +339,15 @@ def plan(budget: Budget, parts: Iterable[str]) -> list[dict[str, Any]]:
     if "lk" in parts:
         for slots in budget.sweep_slots:
             for topk in budget.sweep_topk:
+                args = {"kem_slots": slots, "kem_topk": topk or 10_000}
+                own = {} if args == VARIANTS["GAI+KEM"] else {"args": args}  # main's cell
                 for s in seeds:
-                    args = {"kem_slots": slots, "kem_topk": topk or 10_000}
-                    add(**mnist, variant="GAI+KEM", seed=s, args=args)
+                    add(**mnist, variant="GAI+KEM", seed=s, **own)
     return cells
+
+
+def channels(budget: Budget, data: str, r: str) -> tuple[str, ...]:
+    return ("awgn", "rayleigh") if r == FOCUS and data in budget.rayleigh else ("awgn",)
 
 
 # --- cost of the memory vs dense cross-attention ---------------------------------
@@ -349,6 +405,21 @@ def recon_collapsed(result: dict[str, Any]) -> bool:
     return bool(psnrs) and max(psnrs) - min(psnrs) < 0.05
 
 
+def blind_ious(data: str, budget: Budget) -> tuple[float, float]:
+    """The mask IoU on the test set of marking every pixel and of marking none (an image
+    without foreground counts 1 then): what a mask head that ignores its input scores."""
+    masks = task_data(data, "test", budget).masks
+    assert masks is not None
+    return float(iou(torch.ones_like(masks), masks)), float(iou(-torch.ones_like(masks), masks))
+
+
+def mask_blind(result: dict[str, Any], levels: tuple[float, float]) -> bool:
+    """The mask head ignores the input: IoU within 0.002 of a :func:`blind_ious` level
+    at every SNR."""
+    ious = [row["iou"] for row in result["rows"] if "iou" in row]
+    return bool(ious) and any(all(abs(x - level) < 0.002 for x in ious) for level in levels)
+
+
 def spread(values: list[float], digits: int = 3) -> str:
     if not values:
         return "–"
@@ -377,14 +448,22 @@ def relative_gain(variant: dict[str, Any], base: dict[str, Any], tasks: tuple[st
     return statistics.fmean(gains) if gains else math.nan
 
 
-def gains(results: list[dict[str, Any]], data: str, r: str, channel: str, variant: str) -> list:
+def gains(
+    results: list[dict[str, Any]],
+    data: str,
+    r: str,
+    channel: str,
+    variant: str,
+    tasks: tuple[str, ...] | None = None,
+) -> list:
+    """Per seed, :func:`relative_gain` over ``tasks`` (default: all of the dataset's)."""
     out = []
     for v in select(results, data=data, R=r, channel=channel, variant=variant, args=None):
         base = select(
             results, data=data, R=r, channel=channel, variant="sequential", seed=v["seed"]
         )
         if base:
-            out.append(relative_gain(v, base[0], TASKS[data]))
+            out.append(relative_gain(v, base[0], tasks or TASKS[data]))
     return out
 
 
@@ -393,8 +472,11 @@ def main_tables(results: list[dict[str, Any]], budget: Budget) -> list[str]:
     for data in budget.datasets:
         tasks = TASKS[data]
         variants = [*VARIANTS, *(f"single:{t}" for t in tasks)]
+        levels = blind_ious(data, budget)
         for r in RATIOS:
-            for channel in ("awgn", "rayleigh") if r == FOCUS else ("awgn",):
+            for channel in channels(budget, data, r):
+                if not select(results, data=data, R=r, channel=channel, args=None):
+                    continue  # a partial run (--from-cache)
                 lines += [
                     f"### {data}, R = {r}, {channel.upper()}",
                     "",
@@ -417,20 +499,29 @@ def main_tables(results: list[dict[str, Any]], budget: Budget) -> list[str]:
                             + " |"
                         )
                 lines.append("")
-                flat = [
-                    f"{c['variant']} seed {c['seed']}"
-                    for c in select(results, data=data, R=r, channel=channel, args=None)
-                    if recon_collapsed(c)
-                ]
+                table = select(results, data=data, R=r, channel=channel, args=None)
+                flat = [f"{c['variant']} seed {c['seed']}" for c in table if recon_collapsed(c)]
                 if flat:
                     lines += [f"Reconstruction collapsed (flat PSNR) in: {', '.join(flat)}.", ""]
+                blind = [f"{c['variant']} seed {c['seed']}" for c in table if mask_blind(c, levels)]
+                if blind:
+                    lines += [
+                        f"Mask head blind (IoU at a no-information level, every pixel "
+                        f"{levels[0]:.3f} or none {levels[1]:.3f}) in: {', '.join(blind)}.",
+                        "",
+                    ]
                 gain_row = [
-                    f"{v}: {spread(gains(results, data, r, channel, v), 2)} %"
+                    f"{v}: {spread(gains(results, data, r, channel, v), 2)} % ("
+                    + ", ".join(
+                        f"{METRIC[t]} {spread(gains(results, data, r, channel, v, (t,)), 2)}"
+                        for t in tasks
+                    )
+                    + ")"
                     for v in list(VARIANTS)[1:]
                 ]
                 lines += [
-                    "Average relative gain over the sequential baseline "
-                    "(all tasks and SNRs, mean ± std over seeds): " + "; ".join(gain_row) + ".",
+                    "Average relative gain over the sequential baseline, all tasks and SNRs "
+                    "(per task), mean ± std over seeds, %: " + "; ".join(gain_row) + ".",
                     "",
                 ]
     return lines
@@ -500,9 +591,13 @@ def extra_tables(results: list[dict[str, Any]], budget: Budget, cost: list) -> l
                 f"{spread(tail)} |"
             )
         lines.append("")
-    sweep = select(results, **mnist, variant="GAI+KEM")
-    sweep = [c for c in sweep if c.get("args")]
-    if sweep:
+    sweep = select(results, **mnist, variant="GAI+KEM")  # main's cells are L = 8, K = 16
+
+    def lk(cell: dict[str, Any]) -> tuple[int, int]:
+        args = cell.get("args") or VARIANTS["GAI+KEM"]
+        return args["kem_slots"], args["kem_topk"]
+
+    if any(c.get("args") for c in sweep):
         n_tokens = 3 * 7 * 7
         lines += [
             f"### KEM memory size L and top-K (MNIST, R = {FOCUS}, AWGN; {n_tokens} tokens; "
@@ -511,12 +606,10 @@ def extra_tables(results: list[dict[str, Any]], budget: Budget, cost: list) -> l
             "| L | K | params | acc @ 2 dB | PSNR @ 6 dB | IoU @ 6 dB | gain over baseline % |",
             "|---|---|---|---|---|---|---|",
         ]
-        keys = sorted({(c["args"]["kem_slots"], c["args"]["kem_topk"]) for c in sweep})
+        keys = sorted({lk(c) for c in sweep})
         base = {c["seed"]: c for c in select(results, **mnist, variant="sequential")}
         for slots, topk in keys:
-            cells = [
-                c for c in sweep if (c["args"]["kem_slots"], c["args"]["kem_topk"]) == (slots, topk)
-            ]
+            cells = [c for c in sweep if lk(c) == (slots, topk)]
             g = [
                 relative_gain(c, base[c["seed"]], TASKS["mnist"])
                 for c in cells
@@ -550,18 +643,22 @@ def extra_tables(results: list[dict[str, Any]], budget: Budget, cost: list) -> l
 # --- plots and the document ---------------------------------------------------------
 
 
-def plot_snr(results: list[dict[str, Any]], data: str, path: Path) -> None:
-    """Per-task metric vs SNR, one row per R (AWGN), mean ± std over seeds."""
+def plot_snr(results: list[dict[str, Any]], data: str, budget: Budget, path: Path) -> None:
+    """Per-task metric vs SNR, one row per R (AWGN), mean ± std over seeds; the IoU panels
+    show the no-information levels (:func:`blind_ious`) as dotted lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = TASKS[data]
+    ratios = [r for r in RATIOS if select(results, data=data, R=r, channel="awgn")]  # partial
+    legend_rows = 1 if len(tasks) > 2 else 2  # a 2-panel-wide figure fits 4 entries a row
+    room = 0.2 + 0.2 * legend_rows  # inches below the panels for the legend
     fig, axes = plt.subplots(
-        len(RATIOS), len(tasks), figsize=(4 * len(tasks), 3 * len(RATIOS)), squeeze=False
+        len(ratios), len(tasks), figsize=(4 * len(tasks), 3 * len(ratios) + room), squeeze=False
     )
-    for i, r in enumerate(RATIOS):
+    for i, r in enumerate(ratios):
         for j, t in enumerate(tasks):
             ax = axes[i][j]
             for v in [*VARIANTS, f"single:{t}"]:
@@ -582,12 +679,20 @@ def plot_snr(results: list[dict[str, Any]], data: str, path: Path) -> None:
                     marker="o",
                     ms=3,
                 )
+            if t == "mask_logits":
+                for level in blind_ious(data, budget):
+                    ax.axhline(level, color="grey", ls=":", lw=1)
             ax.set_title(f"{data} {t}, R = {r}", fontsize=9)
             ax.set_xlabel("SNR (dB)")
             ax.set_ylabel(METRIC[t])
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if "mask_logits" in tasks:
+        handles.append(plt.Line2D([], [], color="grey", ls=":", lw=1))
+        labels.append("IoU of marking every pixel / none")
+    ncol = math.ceil(len(labels) / legend_rows)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8)
+    fig.tight_layout(rect=(0, room / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -630,30 +735,61 @@ def write_doc(doc: Path, body: list[str]) -> None:
     doc.write_text(head + START + "\n" + "\n".join(body) + "\n" + END + tail)
 
 
+@dataclass(frozen=True)
+class Invocation:
+    """What one run of the tool did: the run-time lines of the report."""
+
+    command: str
+    planned: int
+    trained: int  # cells trained now (the rest were read back)
+    jobs: int
+    seconds: float  # wall, this invocation
+
+    def lines(self, results: list[dict[str, Any]]) -> list[str]:
+        cpu = sum(r.get("cpu_seconds", math.nan) for r in results)
+        partial = (
+            f"**Partial: {len(results)} of the {self.planned} planned cells are finished**; "
+            "the tables and plots show those. "
+            if len(results) < self.planned
+            else ""
+        )
+        steps = [
+            f"{data} {statistics.median(ms):.0f} ms"
+            for data in ("mnist", "patches")
+            if (
+                ms := [
+                    1e3 * r["train_cpu_seconds"] / r["steps"] for r in select(results, data=data)
+                ]
+            )
+        ]
+        return [
+            f"Generated by `{self.command}`. {partial}{len(results)} cells; CPU time summed over "
+            f"them (`time.process_time` per cell: data, training, evaluation) "
+            f"**{cpu / 60:.1f} min**, i.e. about **{cpu / 60 / max(self.jobs, 1):.1f} min** wall "
+            f"on a quiet machine with `--jobs {max(self.jobs, 1)}`; median CPU per training "
+            f"step: {', '.join(steps)}. This invocation trained {self.trained} cells in "
+            f"{self.seconds / 60:.1f} min wall on the shared machine (incl. cached cells, the "
+            "cost measurement and the plots).",
+            "",
+        ]
+
+
 def report(
     results: list[dict[str, Any]],
     budget: Budget,
     cost: list,
-    command: str,
-    seconds: float,
-    img: Path,
+    run: Invocation,
+    figures: dict[str, Path],
 ) -> list[str]:
-    cells = len(results)
-    trained = sum(r["train_seconds"] for r in results)
     lines = [
-        f"Generated by `{command}` ({cells} cells, {trained / 60:.1f} min of training "
-        "summed over cells, "
-        f"{seconds / 60:.1f} min wall for this invocation incl. cached cells).",
-        "",
+        *run.lines(results),
         f"Budget: `{json.dumps(dataclasses.asdict(budget))}`; SNR drawn uniformly in "
         f"[{min(SNRS):g}, {max(SNRS):g}] dB while training; Adam, cosine schedule; test split "
         f"({budget.test_size} images), channel noise seeded per SNR.",
         "",
     ]
-    for data in budget.datasets:
-        if select(results, data=data):
-            lines.append(f"![{data}: metric vs SNR]({img.name}/multitask_snr_{data}.png)")
-    lines += [f"![gain over baseline vs R]({img.name}/multitask_gain.png)", ""]
+    lines += [f"![{alt}]({path.parent.name}/{path.name})" for alt, path in figures.items()]
+    lines.append("")
     lines += main_tables(results, budget)
     lines += extra_tables(results, budget, cost)
     return lines
@@ -661,7 +797,7 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="MNIST only, tiny budget (default: full)")
+    p.add_argument("--quick", action="store_true", help="tiny budget, minutes (default: full)")
     p.add_argument(
         "--parts", default="main,m,imbalance,lk,cost", help="comma-separated parts to run"
     )
@@ -672,6 +808,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, help="override the epochs per cell")
     p.add_argument("--train-size", type=int, help="override the training images per cell")
     p.add_argument("--test-size", type=int, help="override the test images per cell")
+    p.add_argument(
+        "--from-cache",
+        action="store_true",
+        help="train nothing: report the finished cells of the plan (a partial run)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     budget = QUICK if args.quick else FULL
@@ -686,7 +827,13 @@ def main(argv: list[str] | None = None) -> int:
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]
     out = Path(args.out or f"runs/multitask-{'quick' if args.quick else 'full'}")
     start = time.perf_counter()
-    results = run_cells(plan(budget, parts), budget, out, args.jobs)
+    cells = plan(budget, parts)
+    if args.from_cache:
+        results = [r for c in cells if (r := read_cached(c, budget, out)) is not None]
+        trained = 0
+    else:
+        trained = sum(read_cached(c, budget, out) is None for c in cells)
+        results = run_cells(cells, budget, out, args.jobs)
     cost = []
     if "cost" in parts:
         tokens = sorted(
@@ -695,17 +842,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         cost = measure_cost(budget.hidden, tokens)
     doc = Path(args.doc)
-    img = doc.parent / "img"
+    img = doc.parent / "img"  # figures named after the document: several reports coexist
     img.mkdir(parents=True, exist_ok=True)
+    figures = {}
     for data in budget.datasets:
         if select(results, data=data, channel="awgn"):
-            plot_snr(results, data, img / f"multitask_snr_{data}.png")
-    plot_gain(results, budget.datasets, img / "multitask_gain.png")
+            figures[f"{data}: metric vs SNR"] = img / f"{doc.stem}_snr_{data}.png"
+            plot_snr(results, data, budget, figures[f"{data}: metric vs SNR"])
+    figures["gain over baseline vs R"] = img / f"{doc.stem}_gain.png"
+    plot_gain(results, budget.datasets, figures["gain over baseline vs R"])
     command = "python tools/reproduce_multitask.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
-    write_doc(doc, report(results, budget, cost, command.strip(), time.perf_counter() - start, img))
-    print(f"wrote {doc} and {img}/multitask_*.png from {len(results)} cells in {out}")
+    run = Invocation(command.strip(), len(cells), trained, args.jobs, time.perf_counter() - start)
+    write_doc(doc, report(results, budget, cost, run, figures))
+    print(f"wrote {doc} and {img}/{doc.stem}_*.png from {len(results)} cells in {out}")
     return 0
 
 

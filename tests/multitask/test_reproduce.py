@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -84,15 +85,24 @@ def test_tiny_quick_run_writes_every_table_row_and_resumes(repro, tmp_path):
     assert (
         text.startswith("# Mine\n\nkept text") and text.endswith("tail\n") and "\nold\n" not in text
     )
-    for r in repro.RATIOS:
-        assert f"### mnist, R = {r}, AWGN" in text
-    assert f"### mnist, R = {repro.FOCUS}, RAYLEIGH" in text
-    for v in [*repro.VARIANTS, "single:recon", "single:logits", "single:mask_logits"]:
-        assert text.count(f"| {v} |") >= 3, v
+    sections = {part.split("\n", 1)[0]: part for part in text.split("### ")}
+    for data, tasks in repro.TASKS.items():
+        for r in repro.RATIOS:
+            for channel in repro.channels(repro.QUICK, data, r):
+                table = sections[f"{data}, R = {r}, {channel.upper()}"]
+                singles = [f"single:{t}" for t in tasks] if channel == "awgn" else []
+                for v in [*repro.VARIANTS, *singles]:
+                    for t in tasks if v in repro.VARIANTS else [v.split(":")[1]]:
+                        assert f"| {v} | " in table and f" | {repro.METRIC[t]} | " in table, (v, t)
+                    assert sum(line.startswith(f"| {v} |") for line in table.splitlines()) == (
+                        len(tasks) if v in repro.VARIANTS else 1
+                    ), (data, r, channel, v)
+    assert f"patches, R = {repro.FOCUS}, RAYLEIGH" not in sections  # quick: MNIST only
     for heading in ("graph iterations M", "long-tailed", "memory size L"):
         assert heading in text
     assert text.count("| 0 (GAI-w) |") == 1 and "| 3 |" in text
-    for png in ("multitask_snr_mnist.png", "multitask_gain.png"):
+    assert "| 8 | 16 |" in text  # the L/K sweep reads the main GAI+KEM cells as L = 8, K = 16
+    for png in ("multitask_snr_mnist.png", "multitask_snr_patches.png", "multitask_gain.png"):
         assert (doc.parent / "img" / png).read_bytes()[:4] == b"\x89PNG"
     cells = sorted(out.glob("*.json"))
     first = {p.name: json.loads(p.read_text()) for p in cells}
@@ -100,6 +110,13 @@ def test_tiny_quick_run_writes_every_table_row_and_resumes(repro, tmp_path):
     # a re-run reads every cell back (nothing retrained: the files are untouched)
     stamps = {p.name: p.stat().st_mtime_ns for p in cells}
     assert repro.main([*tiny, "--out", str(out), "--doc", str(doc), "--parts", "main"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")} == stamps
+    # more seeds from the cache: the seed-0 cells still count (the key is the cell budget),
+    # nothing is trained and the report says it is partial
+    main_cells = len(repro.plan(dataclasses.replace(repro.QUICK, seeds=1), ["main"]))
+    more = [*tiny, "--seeds", "2", "--out", str(out), "--doc", str(doc), "--parts", "main"]
+    assert repro.main([*more, "--from-cache"]) == 0
+    assert f"Partial: {main_cells} of the {2 * main_cells} planned cells" in doc.read_text()
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")} == stamps
     # seeded: a deleted cell is retrained to the same numbers
     victim = out / repro.cell_name(
